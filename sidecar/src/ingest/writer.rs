@@ -1,0 +1,125 @@
+//! The group-commit writer: one task takes everything that has arrived,
+//! commits it in one blocking batch (one transaction per event, one flush
+//! for all), then acks every waiter and wakes the destinations that got
+//! work. One flush per batch is what makes durable ingest fast.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use edgehook_proto::v1::Event;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::routing::Router;
+use crate::store::{Committed, DestId, NewEvent, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("ingest queue full")]
+    Full,
+    #[error("writer stopped")]
+    Closed,
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+}
+
+struct Pending {
+    event: Event,
+    reply: oneshot::Sender<Result<Committed, SubmitError>>,
+}
+
+/// A handle for submitting events; clones share the one writer task.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Writer {
+    /// Starts the writer. It stops once every `Writer` handle is dropped and
+    /// the queue is drained.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        router: Router,
+        wakers: HashMap<DestId, Arc<Notify>>,
+        capacity: usize,
+        max_batch: usize,
+    ) -> (Writer, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let task = tokio::spawn(run(rx, store, router, wakers, max_batch));
+        (Writer { tx }, task)
+    }
+
+    pub async fn submit(&self, event: Event) -> Result<Committed, SubmitError> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .try_send(Pending { event, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SubmitError::Full,
+                mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
+            })?;
+        done.await.map_err(|_| SubmitError::Closed)?
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Pending>,
+    store: Arc<dyn Store>,
+    router: Router,
+    wakers: HashMap<DestId, Arc<Notify>>,
+    max_batch: usize,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
+        let pending = std::mem::take(&mut batch);
+        let now_ms = crate::clock::now_ms();
+        let mut woken: Vec<DestId> = Vec::new();
+        let mut replies = Vec::with_capacity(pending.len());
+        let mut news = Vec::with_capacity(pending.len());
+        for p in pending {
+            let destinations = router.destinations(&p.event.source, &p.event.event_type);
+            woken.extend(&destinations);
+            news.push(NewEvent {
+                event: p.event,
+                destinations,
+                now_ms,
+            });
+            replies.push(p.reply);
+        }
+        let size = news.len();
+        let store = store.clone();
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || store.commit(news)).await;
+        tracing::debug!(
+            batch = size,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "group commit"
+        );
+        match result {
+            Ok(Ok(committed)) => {
+                for (reply, c) in replies.into_iter().zip(committed) {
+                    let _ = reply.send(Ok(c));
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, batch = size, "group commit failed; nothing in it was acked");
+                let e = Arc::new(e);
+                for reply in replies {
+                    let _ = reply.send(Err(SubmitError::Store(e.clone())));
+                }
+            }
+            Err(join) => {
+                tracing::error!(error = %join, "group commit task failed");
+                for reply in replies {
+                    let _ = reply.send(Err(SubmitError::Closed));
+                }
+            }
+        }
+        woken.sort_unstable();
+        woken.dedup();
+        for dest in woken {
+            if let Some(n) = wakers.get(&dest) {
+                n.notify_one();
+            }
+        }
+    }
+}
