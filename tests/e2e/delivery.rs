@@ -1,0 +1,1 @@
+//! (placeholder: tests for this area are added by their owner)

@@ -1,0 +1,195 @@
+//! The whole path, thin but real: a signed webhook through Envoy, onto the
+//! sidecar's disk, to its destination; and what the sender is told when
+//! something on that path is wrong or down.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn a_signed_webhook_is_acked_and_delivered_with_its_id() {
+    let stack = Stack::demo().await;
+    let body = br#"{"type":"invoice.paid","amount":4200,"note":"caf\u00e9 \ud83d\ude00"}"#;
+    let answer = stack.send_demo("msg_e2e_1", body).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let id = answer.json()["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("evt_"), "{id}");
+
+    let got = stack.receiver.wait_delivered(1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body.as_ref(), body, "the body arrives byte for byte");
+    assert_eq!(got[0].header("webhook-id"), Some(id.as_str()));
+    assert_eq!(got[0].header("content-type"), Some("application/json"));
+    assert_eq!(got[0].method, "POST");
+    assert_eq!(got[0].path, "/webhooks");
+}
+
+#[tokio::test]
+async fn bad_signatures_get_401_with_distinct_reasons_and_are_not_delivered() {
+    let stack = Stack::demo().await;
+    let url = stack.envoy.url("/hooks/demo");
+    let body = br#"{"type":"ping"}"#.to_vec();
+    let now = now_s();
+    let good = standard_webhooks_headers(SECRET, "msg_bad", now, &body);
+
+    let mut tampered = body.clone();
+    tampered[2] ^= 1;
+    let wrong_secret =
+        standard_webhooks_headers("whsec_dGhpcyBpcyBub3QgdGhlIHNlY3JldA==", "msg_bad", now, &body);
+    let missing: Vec<_> = good
+        .iter()
+        .filter(|(k, _)| k != "webhook-signature")
+        .cloned()
+        .collect();
+    let stale = standard_webhooks_headers(SECRET, "msg_bad", now - 301, &body);
+
+    let cases: Vec<(&str, Vec<(String, String)>, Vec<u8>, &str)> = vec![
+        ("tampered body", good.clone(), tampered, "signature_mismatch"),
+        ("wrong secret", wrong_secret, body.clone(), "signature_mismatch"),
+        ("missing header", missing, body.clone(), "missing_header"),
+        ("stale timestamp", stale, body.clone(), "timestamp_out_of_tolerance"),
+    ];
+    for (what, headers, body, reason) in cases {
+        let a = post(&url, &headers, &body).await;
+        assert_eq!(a.status, 401, "{what}: {a:?}");
+        assert_eq!(a.json()["error"], reason, "{what}: {a:?}");
+        assert_eq!(a.header("content-type"), Some("application/json"), "{what}");
+    }
+    let a = post(&url, &good.iter().filter(|(k, _)| k != "webhook-signature").cloned().collect::<Vec<_>>(), &body).await;
+    assert_eq!(a.json()["header"], "webhook-signature", "the missing header is named");
+
+    // A good one afterwards is the sentinel: once it is delivered, anything
+    // accepted before it would have been delivered too.
+    let ok = stack.send_demo("msg_good", &body).await;
+    assert_eq!(ok.status, 202, "{ok:?}");
+    stack.receiver.wait_delivered(1).await;
+    let all = stack.receiver.requests();
+    assert_eq!(all.len(), 1, "only the valid webhook reached the receiver");
+    assert_eq!(all[0].header("webhook-id"), ok.json()["id"].as_str());
+}
+
+#[tokio::test]
+async fn with_the_sidecar_down_the_sender_gets_503_within_the_timeout() {
+    // Nothing listens on the sidecar's port.
+    let timeout_ms = 1000;
+    let envoy = Envoy::start(EnvoyOptions::new(
+        filter_config(json!([demo_source()]), timeout_ms),
+        free_port(),
+    ))
+    .await;
+    let body = br#"{"type":"ping"}"#;
+    let started = Instant::now();
+    let a = post(
+        &envoy.url("/hooks/demo"),
+        &standard_webhooks_headers(SECRET, "msg_down", now_s(), body),
+        body,
+    )
+    .await;
+    assert_eq!(a.status, 503, "{a:?}");
+    assert_eq!(a.json()["error"], "sidecar_unavailable");
+    assert!(a.header("retry-after").is_some(), "{a:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(timeout_ms) + Duration::from_secs(5),
+        "the answer came after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_sidecar_that_never_answers_times_out_into_a_503() {
+    // Accepts connections and reads, never answers: the call can only time out.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = silent.accept().await {
+            held.push(sock);
+        }
+    });
+    let timeout_ms = 500;
+    let envoy = Envoy::start(EnvoyOptions::new(
+        filter_config(json!([demo_source()]), timeout_ms),
+        port,
+    ))
+    .await;
+    let body = br#"{"type":"ping"}"#;
+    let started = Instant::now();
+    let a = post(
+        &envoy.url("/hooks/demo"),
+        &standard_webhooks_headers(SECRET, "msg_slow", now_s(), body),
+        body,
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(a.status, 503, "{a:?}");
+    assert!(a.header("retry-after").is_some());
+    assert!(took >= Duration::from_millis(timeout_ms), "answered before the timeout: {took:?}");
+    assert!(took < Duration::from_millis(timeout_ms) + Duration::from_secs(5), "{took:?}");
+}
+
+#[tokio::test]
+async fn an_acked_event_survives_a_dead_receiver_and_a_sidecar_crash() {
+    let mut stack = Stack::start_with(Receiver::down(), json!([demo_source()]), "").await;
+    let body = br#"{"type":"invoice.paid","n":1}"#;
+    let a = stack.send_demo("msg_survivor", body).await;
+    assert_eq!(a.status, 202, "{a:?}");
+    let id = a.json()["id"].as_str().unwrap().to_string();
+
+    // The receiver is down: the sidecar retries. Wait until it has tried
+    // at least once (its log says so), then crash it.
+    let sidecar_log = stack.sidecar.log_path();
+    eventually("a failed delivery attempt", || {
+        std::fs::read_to_string(&sidecar_log)
+            .ok()
+            .filter(|l| l.contains("will retry"))
+            .map(|_| ())
+    })
+    .await;
+    stack.sidecar.kill();
+    stack.sidecar.restart().await;
+
+    stack.receiver.up().await;
+    let got = stack.receiver.wait_delivered(1).await;
+    assert_eq!(got[0].header("webhook-id"), Some(id.as_str()));
+    assert_eq!(got[0].body.as_ref(), body);
+}
+
+#[tokio::test]
+async fn a_non_utf8_header_gets_a_4xx_and_the_worker_keeps_serving() {
+    let stack = Stack::demo().await;
+    let url = stack.envoy.url("/hooks/demo");
+    let body = br#"{"type":"ping"}"#;
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (k, v) in standard_webhooks_headers(SECRET, "msg_bytes", now_s(), body) {
+        headers.insert(
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    headers.insert(
+        "webhook-signature",
+        reqwest::header::HeaderValue::from_bytes(b"v1,\xff\xfe\x80abc").unwrap(),
+    );
+    headers.insert(
+        "x-anything",
+        reqwest::header::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+    );
+    let resp = client()
+        .post(&url)
+        .headers(headers)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    assert!((400..500).contains(&status), "{status} {text}");
+    assert!(text.contains("malformed_header"), "{text}");
+
+    // Same Envoy, one worker: the VM is still alive and verifying.
+    let ok = stack.send_demo("msg_after", body).await;
+    assert_eq!(ok.status, 202, "{ok:?}");
+    assert_eq!(stack.envoy.stat("wasm.edgehook.vm_reload_success").await, 0, "the VM never had to be reloaded");
+}
