@@ -56,9 +56,7 @@ pub fn envoy_bin() -> PathBuf {
 pub fn wasm_path() -> PathBuf {
     let path = std::env::var_os("EDGEHOOK_WASM")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            workspace_root().join("target/wasm32-wasip1/wasm/edgehook_filter.wasm")
-        });
+        .unwrap_or_else(|| workspace_root().join("target/wasm32-wasip1/wasm/edgehook_filter.wasm"));
     assert!(
         path.exists(),
         "the filter .wasm is not at {} (run `make wasm`, or set EDGEHOOK_WASM)",
@@ -94,13 +92,17 @@ pub async fn eventually_within<T>(
         if let Some(v) = check() {
             return v;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// A plain HTTP client for talking to Envoy and admin endpoints.
 pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -182,13 +184,19 @@ impl Answer {
 
 pub async fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> Answer {
     let mut req = client().post(url).body(body.to_vec());
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
         req = req.header("content-type", "application/json");
     }
     for (k, v) in headers {
         req = req.header(k, v);
     }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
     Answer {
         status: resp.status().as_u16(),
         headers: resp.headers().clone(),
@@ -474,8 +482,11 @@ impl Sidecar {
             .as_table_mut()
             .unwrap();
         ingest.insert("listen".into(), format!("127.0.0.1:{ingest_port}").into());
-        std::fs::write(dir.path().join("edgehook.toml"), toml::to_string(&config).unwrap())
-            .unwrap();
+        std::fs::write(
+            dir.path().join("edgehook.toml"),
+            toml::to_string(&config).unwrap(),
+        )
+        .unwrap();
         let mut s = Sidecar {
             dir,
             ingest_port,
@@ -670,7 +681,11 @@ impl Envoy {
             if let Some(Ok(Some(status))) = envoy.child.as_mut().map(|c| c.try_wait()) {
                 panic!("Envoy exited with {status}:\n{}", tail(&log, 60));
             }
-            assert!(start.elapsed() < DEADLINE, "Envoy never became ready:\n{}", tail(&log, 60));
+            assert!(
+                start.elapsed() < DEADLINE,
+                "Envoy never became ready:\n{}",
+                tail(&log, 60)
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         envoy
@@ -686,14 +701,15 @@ impl Envoy {
         if !ready.status().is_success() {
             return None;
         }
-        let listeners: Value = client()
+        let text = client()
             .get(format!("http://{}/listeners?format=json", self.admin))
             .send()
             .await
             .ok()?
-            .json()
+            .text()
             .await
             .ok()?;
+        let listeners: Value = serde_json::from_str(&text).ok()?;
         listeners["listener_statuses"]
             .as_array()?
             .iter()
@@ -759,10 +775,9 @@ impl Drop for Envoy {
 
 fn envoy_yaml(opts: &EnvoyOptions) -> String {
     let filter = serde_json::to_string(&opts.filter).unwrap();
-    let env_keys = serde_json::to_string(
-        &opts.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let env_keys =
+        serde_json::to_string(&opts.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .unwrap();
     // JSON is YAML: the plugin configuration goes in as one quoted string.
     let filter_yaml = serde_json::to_string(&filter).unwrap();
     format!(

@@ -10,6 +10,8 @@
     clippy::indexing_slicing
 )]
 
+// Helpers for every module; not each module uses each of them.
+#[allow(dead_code)]
 mod harness;
 
 mod crash;
