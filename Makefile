@@ -31,15 +31,16 @@ sidecar:
 
 build: wasm sidecar envoy
 
-# Sidecar, Envoy and the demo receiver in the foreground; Ctrl-C stops all three.
+# Sidecar, Envoy and the demo receiver in the foreground. Ctrl-C (or any of
+# the three exiting) stops all three.
 run: build
 	@mkdir -p data
-	@trap 'kill 0' INT TERM EXIT; \
+	@trap 'kill $$(jobs -p) 2>/dev/null; wait' INT TERM EXIT; \
 	  $(EDGEHOOK) receive --listen 127.0.0.1:8081 & \
 	  $(EDGEHOOK) serve --config sidecar/edgehook.toml & \
 	  $(ENVOY) -c envoy/edgehook.yaml --use-dynamic-base-id --concurrency 2 --log-level warn & \
 	  echo "edgehook: Envoy on http://127.0.0.1:8080, sidecar on :7070, demo receiver on :8081 (Ctrl-C stops)"; \
-	  wait
+	  wait -n
 
 lint:
 	$(CARGO) fmt --all --check
