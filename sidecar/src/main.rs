@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use edgehook_sidecar::cli::{receive, send};
+use edgehook_sidecar::cli::admin::{self, AdminArgs, CliError};
+use edgehook_sidecar::cli::destinations::{self, DestinationsCommand};
+use edgehook_sidecar::cli::dlq::{self, DlqCommand};
+use edgehook_sidecar::cli::events::{self, EventsCommand};
+use edgehook_sidecar::cli::{receive, send, stats};
 use edgehook_sidecar::config::Config;
 use edgehook_sidecar::server;
 use tokio::net::TcpListener;
@@ -16,7 +20,12 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "edgehook",
     version,
-    about = "Webhook gateway sidecar for Envoy and Istio"
+    about = "Webhook gateway sidecar for Envoy and Istio",
+    after_help = "The admin commands (events, dlq, destinations, stats) talk to the sidecar's\n\
+        admin API: --admin / EDGEHOOK_ADMIN_ADDR (default http://127.0.0.1:7071) and\n\
+        --token / EDGEHOOK_ADMIN_TOKEN.\n\n\
+        Exit codes: 0 success; 1 failure; 2 usage error or invalid argument;\n\
+        3 not found; 4 the admin token was refused; 5 the admin API is unreachable."
 )]
 struct Cli {
     /// Log format on stderr.
@@ -34,6 +43,33 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Find webhooks and see every delivery attempt (admin API).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The dead-letter queue: list, redrive, purge (admin API).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Destinations: state and queues; pause and resume (admin API).
+    Destinations {
+        #[command(subcommand)]
+        command: DestinationsCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Totals, queues and storage at a glance (admin API).
+    #[command(after_help = "Examples:\n  edgehook stats\n  edgehook stats --output json")]
+    Stats {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Run the sidecar: durable ingest from the Envoy filter and delivery to destinations.
     #[command(
         after_help = "Examples:\n  edgehook serve --config sidecar/edgehook.toml\n\n\
@@ -194,6 +230,14 @@ async fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Command::Events { command, admin } => {
+            with_admin(&admin, |c, f| events::run(command, c, f)).await
+        }
+        Command::Dlq { command, admin } => with_admin(&admin, |c, f| dlq::run(command, c, f)).await,
+        Command::Destinations { command, admin } => {
+            with_admin(&admin, |c, f| destinations::run(command, c, f)).await
+        }
+        Command::Stats { admin } => with_admin(&admin, stats::run).await,
         Command::Receive {
             listen,
             secret,
@@ -207,6 +251,26 @@ async fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
+        }
+    }
+}
+
+/// Connects to the admin API and runs one command; failures print one line
+/// and exit with the code documented in `--help`.
+async fn with_admin<F, Fut>(args: &AdminArgs, command: F) -> ExitCode
+where
+    F: FnOnce(admin::Client, edgehook_sidecar::cli::output::Format) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    let result = match admin::connect(args).await {
+        Ok(client) => command(client, args.output).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgehook: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -49,7 +49,9 @@ async fn bad_signatures_get_401_with_distinct_reasons_and_are_not_delivered() {
         .collect();
     let stale = standard_webhooks_headers(SECRET, "msg_bad", now - 301, &body);
 
-    let cases: Vec<(&str, Vec<(String, String)>, Vec<u8>, &str)> = vec![
+    // (what, headers, body, the reason the filter must give)
+    type Case<'a> = (&'a str, Vec<(String, String)>, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "tampered body",
             good.clone(),
