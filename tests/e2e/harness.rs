@@ -594,6 +594,11 @@ pub struct EnvoyOptions {
     /// VM's `host_env_keys` so the filter can read it.
     pub env: Vec<(String, String)>,
     pub failure_policy: &'static str,
+    /// Envoy's log level (the filter's own logs are at `wasm:debug`).
+    pub log_level: &'static str,
+    /// Plain Envoy instead of the filter: the buffer filter reads the whole
+    /// body, then a direct response answers 202 (the benchmark's baseline).
+    pub baseline: bool,
 }
 
 impl EnvoyOptions {
@@ -604,6 +609,8 @@ impl EnvoyOptions {
             concurrency: 1,
             env: Vec::new(),
             failure_policy: "FAIL_RELOAD",
+            log_level: "info",
+            baseline: false,
         }
     }
 }
@@ -650,9 +657,16 @@ impl Envoy {
             .arg("--admin-address-path")
             .arg(&admin_file)
             .arg("--log-level")
-            .arg("info")
+            .arg(opts.log_level)
             .arg("--component-log-level")
-            .arg("wasm:debug");
+            .arg(format!(
+                "wasm:{}",
+                if opts.log_level == "info" {
+                    "debug"
+                } else {
+                    opts.log_level
+                }
+            ));
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -774,12 +788,11 @@ impl Drop for Envoy {
 }
 
 fn envoy_yaml(opts: &EnvoyOptions) -> String {
-    let filter = serde_json::to_string(&opts.filter).unwrap();
-    let env_keys =
-        serde_json::to_string(&opts.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
-            .unwrap();
-    // JSON is YAML: the plugin configuration goes in as one quoted string.
-    let filter_yaml = serde_json::to_string(&filter).unwrap();
+    let (route, http_filters) = if opts.baseline {
+        (BASELINE_ROUTE.to_string(), BASELINE_FILTERS.to_string())
+    } else {
+        (FILTER_ROUTE.to_string(), filter_http_filters(opts))
+    };
     format!(
         r#"
 admin:
@@ -800,26 +813,9 @@ static_resources:
               domains: ["*"]
               routes:
               - match: {{ prefix: "/" }}
-                route: {{ cluster: upstream, timeout: 5s }}
-                request_body_buffer_limit: 8388608
+{route}
           http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: edgehook
-                root_id: edgehook
-                allow_on_headers_stop_iteration: true
-                failure_policy: {policy}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {filter_yaml}
-                vm_config:
-                  vm_id: edgehook
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "{wasm}" }} }}
-                  environment_variables:
-                    host_env_keys: {env_keys}
+{http_filters}
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
@@ -845,10 +841,48 @@ static_resources:
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }}
 "#,
-        policy = opts.failure_policy,
-        wasm = wasm_path().display(),
         sidecar = opts.sidecar_port,
         upstream = free_port(),
+    )
+}
+
+const FILTER_ROUTE: &str = r#"                route: { cluster: upstream, timeout: 5s }
+                request_body_buffer_limit: 8388608"#;
+
+const BASELINE_ROUTE: &str = r#"                direct_response: { status: 202, body: { inline_string: '{"id":"baseline"}' } }"#;
+
+const BASELINE_FILTERS: &str = r#"          - name: envoy.filters.http.buffer
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer
+              max_request_bytes: 8388608"#;
+
+fn filter_http_filters(opts: &EnvoyOptions) -> String {
+    // JSON is YAML: the plugin configuration goes in as one quoted string.
+    let filter = serde_json::to_string(&opts.filter).unwrap();
+    let filter_yaml = serde_json::to_string(&filter).unwrap();
+    let env_keys =
+        serde_json::to_string(&opts.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .unwrap();
+    format!(
+        r#"          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: edgehook
+                root_id: edgehook
+                allow_on_headers_stop_iteration: true
+                failure_policy: {policy}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {filter_yaml}
+                vm_config:
+                  vm_id: edgehook
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "{wasm}" }} }}
+                  environment_variables:
+                    host_env_keys: {env_keys}"#,
+        policy = opts.failure_policy,
+        wasm = wasm_path().display(),
     )
 }
 
