@@ -18,6 +18,8 @@
 pub mod config;
 pub mod edge;
 pub mod headers;
+pub mod ip;
+pub mod ratelimit;
 pub mod reply;
 pub mod verify;
 

@@ -1,21 +1,29 @@
 //! What the sender is told. Every refusal has a status code and a stable,
 //! machine-readable reason; bodies are JSON built from fixed strings, never
-//! from request data or secrets.
+//! from request data or secrets. Every reply also carries its `Outcome`,
+//! which is what the metrics count.
 
 use serde_json::json;
+
+use crate::ratelimit::{Limited, Policy};
 
 /// Why the filter refused (or could not take) a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     UnknownSource,
     MethodNotAllowed,
+    UnsupportedMediaType,
     BodyRequired,
     PayloadTooLarge,
+    AddressDenied,
+    ClientRateLimited,
     MissingHeader,
     MalformedHeader,
     TimestampOutOfTolerance,
     SignatureMismatch,
     NoActiveSecret,
+    SourceRateLimited,
+    BodyNotJson,
     SidecarUnavailable,
 }
 
@@ -25,13 +33,18 @@ impl Reason {
         match self {
             Reason::UnknownSource => "unknown_source",
             Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::UnsupportedMediaType => "unsupported_media_type",
             Reason::BodyRequired => "body_required",
             Reason::PayloadTooLarge => "payload_too_large",
+            Reason::AddressDenied => "address_denied",
+            Reason::ClientRateLimited => "client_rate_limited",
             Reason::MissingHeader => "missing_header",
             Reason::MalformedHeader => "malformed_header",
             Reason::TimestampOutOfTolerance => "timestamp_out_of_tolerance",
             Reason::SignatureMismatch => "signature_mismatch",
             Reason::NoActiveSecret => "no_active_secret",
+            Reason::SourceRateLimited => "source_rate_limited",
+            Reason::BodyNotJson => "body_not_json",
             Reason::SidecarUnavailable => "sidecar_unavailable",
         }
     }
@@ -40,8 +53,11 @@ impl Reason {
         match self {
             Reason::UnknownSource => 404,
             Reason::MethodNotAllowed => 405,
-            Reason::BodyRequired => 400,
+            Reason::UnsupportedMediaType => 415,
+            Reason::BodyRequired | Reason::BodyNotJson => 400,
             Reason::PayloadTooLarge => 413,
+            Reason::AddressDenied => 403,
+            Reason::ClientRateLimited | Reason::SourceRateLimited => 429,
             Reason::MissingHeader
             | Reason::MalformedHeader
             | Reason::TimestampOutOfTolerance
@@ -51,18 +67,58 @@ impl Reason {
         }
     }
 
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 15] = [
         Reason::UnknownSource,
         Reason::MethodNotAllowed,
+        Reason::UnsupportedMediaType,
         Reason::BodyRequired,
         Reason::PayloadTooLarge,
+        Reason::AddressDenied,
+        Reason::ClientRateLimited,
         Reason::MissingHeader,
         Reason::MalformedHeader,
         Reason::TimestampOutOfTolerance,
         Reason::SignatureMismatch,
         Reason::NoActiveSecret,
+        Reason::SourceRateLimited,
+        Reason::BodyNotJson,
         Reason::SidecarUnavailable,
     ];
+}
+
+/// How a request ended, as the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 202: on the sidecar's disk.
+    Accepted,
+    /// 202: the sidecar already had this provider event.
+    Duplicate,
+    /// 200: verified, but the source's rules drop it.
+    Filtered,
+    Rejected(Reason),
+}
+
+impl Outcome {
+    pub fn code(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Filtered => "filtered",
+            Outcome::Rejected(reason) => reason.code(),
+        }
+    }
+
+    /// Every outcome, each once: what is defined as a counter per source.
+    pub fn all() -> impl Iterator<Item = Outcome> {
+        [Outcome::Accepted, Outcome::Duplicate, Outcome::Filtered]
+            .into_iter()
+            .chain(Reason::ALL.into_iter().map(Outcome::Rejected))
+    }
+
+    /// This outcome's position in `all()`.
+    pub fn index(self) -> usize {
+        Outcome::all().position(|o| o == self).unwrap_or(0)
+    }
 }
 
 /// A local reply: the filter answers the sender itself.
@@ -71,17 +127,19 @@ pub struct Reply {
     pub status: u32,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    pub outcome: Outcome,
 }
 
 /// Seconds a sender is asked to wait when the sidecar cannot take an event.
 pub const SIDECAR_RETRY_AFTER_S: u32 = 5;
 
 impl Reply {
-    fn json(status: u32, body: serde_json::Value) -> Reply {
+    fn json(status: u32, body: serde_json::Value, outcome: Outcome) -> Reply {
         Reply {
             status,
             headers: vec![("content-type", "application/json".to_string())],
             body: body.to_string().into_bytes(),
+            outcome,
         }
     }
 
@@ -92,7 +150,7 @@ impl Reply {
             Some(h) => json!({ "error": reason.code(), "header": h }),
             None => json!({ "error": reason.code() }),
         };
-        let mut reply = Reply::json(reason.status(), body);
+        let mut reply = Reply::json(reason.status(), body, Outcome::Rejected(reason));
         if reason == Reason::SidecarUnavailable {
             reply
                 .headers
@@ -108,14 +166,50 @@ impl Reply {
         reply
     }
 
-    /// 202: the sidecar has the event on disk.
-    pub fn accepted(event_id: &str, duplicate: bool) -> Reply {
-        let body = if duplicate {
-            json!({ "id": event_id, "duplicate": true })
-        } else {
-            json!({ "id": event_id })
+    /// 429 with `Retry-After` and the IETF httpapi draft's `RateLimit-Policy`
+    /// and `RateLimit` fields: the quota is the bucket's burst, the window
+    /// the time it takes to fill, and `t` the seconds until a token.
+    pub fn rate_limited(limited: &Limited) -> Reply {
+        let reason = match limited.policy {
+            Policy::PerClient => Reason::ClientRateLimited,
+            Policy::Verified => Reason::SourceRateLimited,
         };
-        Reply::json(202, body)
+        let mut reply = Reply::reject(reason, None);
+        let name = limited.policy.name();
+        let wait = limited.retry_after_s();
+        reply.headers.push(("retry-after", wait.to_string()));
+        reply.headers.push((
+            "ratelimit-policy",
+            format!(
+                "\"{name}\";q={};w={}",
+                limited.limit.burst(),
+                limited.limit.window_s()
+            ),
+        ));
+        reply
+            .headers
+            .push(("ratelimit", format!("\"{name}\";r=0;t={wait}")));
+        reply
+    }
+
+    /// 200: verified, and dropped by the source's rules. A 2xx so that the
+    /// provider does not retry it.
+    pub fn filtered() -> Reply {
+        Reply::json(200, json!({ "status": "filtered" }), Outcome::Filtered)
+    }
+
+    /// 202: the sidecar has the event on disk. The id is the sidecar's own
+    /// (an `evt_` id it generated), never request data.
+    pub fn accepted(event_id: &str, duplicate: bool) -> Reply {
+        if duplicate {
+            Reply::json(
+                202,
+                json!({ "id": event_id, "duplicate": true }),
+                Outcome::Duplicate,
+            )
+        } else {
+            Reply::json(202, json!({ "id": event_id }), Outcome::Accepted)
+        }
     }
 }
 
@@ -130,6 +224,40 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), Reason::ALL.len());
         assert!(Reason::ALL.iter().all(|r| r.status() >= 400));
+        let outcomes: Vec<_> = Outcome::all().collect();
+        assert_eq!(outcomes.len(), Reason::ALL.len() + 3);
+        for (i, o) in outcomes.iter().enumerate() {
+            assert_eq!(o.index(), i);
+        }
+    }
+
+    #[test]
+    fn rate_limited_replies_carry_the_draft_headers() {
+        let limited = Limited {
+            policy: Policy::Verified,
+            limit: crate::ratelimit::Limit::new(200.0, 400).unwrap(),
+            wait_ms: 1500,
+        };
+        let r = Reply::rate_limited(&limited);
+        assert_eq!(r.status, 429);
+        assert_eq!(r.outcome, Outcome::Rejected(Reason::SourceRateLimited));
+        assert_eq!(r.body, br#"{"error":"source_rate_limited"}"#);
+        let h = |name| {
+            r.headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(h("retry-after"), Some("2"));
+        assert_eq!(h("ratelimit-policy"), Some(r#""verified";q=400;w=2"#));
+        assert_eq!(h("ratelimit"), Some(r#""verified";r=0;t=2"#));
+    }
+
+    #[test]
+    fn filtered_is_a_fixed_2xx() {
+        let r = Reply::filtered();
+        assert_eq!((r.status, r.outcome), (200, Outcome::Filtered));
+        assert_eq!(r.body, br#"{"status":"filtered"}"#);
     }
 
     #[test]
@@ -147,7 +275,8 @@ mod tests {
     #[test]
     fn accepted_body_carries_the_id() {
         let r = Reply::accepted("evt_1", false);
-        assert_eq!(r.status, 202);
+        assert_eq!((r.status, r.outcome), (202, Outcome::Accepted));
+        assert_eq!(Reply::accepted("evt_1", true).outcome, Outcome::Duplicate);
         assert_eq!(r.body, br#"{"id":"evt_1"}"#);
         let d: serde_json::Value =
             serde_json::from_slice(&Reply::accepted("evt_1", true).body).unwrap();

@@ -5,12 +5,14 @@
 //! which destinations get an event, `server` wires them together, and `cli`
 //! holds the subcommands that are clients.
 
+pub mod activity;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod ids;
 pub mod ingest;
+pub mod retention;
 pub mod routing;
 pub mod server;
 pub mod signing;

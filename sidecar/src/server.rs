@@ -2,6 +2,7 @@
 //! dispatcher, and serves the ingest API until `shutdown` is cancelled. Then
 //! it stops taking events, commits what was already submitted, lets
 //! in-flight deliveries finish within the grace period, and flushes.
+//! Retention sweeps run beside them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,14 +13,14 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::Feed;
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::dispatch::{self, Destination};
-use crate::ingest::{IngestService, Writer};
+use crate::dispatch::{self, Destination, HttpTransport, Shared};
+use crate::ingest::{IngestService, Writer, WriterConfig};
+use crate::retention;
 use crate::routing::Router;
 use crate::store::{SledStore, Store, StoreError};
-
-/// How long in-flight deliveries may run on after shutdown begins.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -27,6 +28,8 @@ pub enum ServeError {
     Store { path: String, source: StoreError },
     #[error("destination {name}: {message}")]
     Destination { name: String, message: String },
+    #[error("{0}")]
+    Routing(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error("ingest server: {0}")]
@@ -38,84 +41,63 @@ pub async fn run(
     ingest: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let path = config.data_dir.clone();
-    let durability = config.durability;
-    let opened = tokio::task::spawn_blocking(move || SledStore::open(&path, durability)).await;
-    let store: Arc<dyn Store> = match opened {
-        Ok(Ok(s)) => Arc::new(s),
-        Ok(Err(source)) => {
-            return Err(ServeError::Store {
-                path: config.data_dir.display().to_string(),
-                source,
-            });
-        }
-        Err(join) => {
-            return Err(ServeError::Store {
-                path: config.data_dir.display().to_string(),
-                source: StoreError::Io(std::io::Error::other(join.to_string())),
-            });
-        }
-    };
+    let store = open_store(&config).await?;
+    let clock = Clock::system();
+    let feed = Feed::default();
 
     let mut routed = Vec::new();
     let mut destinations = Vec::new();
     let mut wakers = HashMap::new();
     for d in &config.destinations {
+        let invalid = |message: String| ServeError::Destination {
+            name: d.name.clone(),
+            message,
+        };
         let id = store
             .destination_id(&d.name)
-            .map_err(|e| ServeError::Destination {
-                name: d.name.clone(),
-                message: e.to_string(),
-            })?;
-        let signing_key = match &d.signing_secret {
-            None => None,
-            Some(s) => Some(
-                s.resolve()
-                    .and_then(|text| crate::signing::decode_secret(&text).map_err(str::to_string))
-                    .map_err(|message| ServeError::Destination {
-                        name: d.name.clone(),
-                        message,
-                    })?,
-            ),
-        };
+            .map_err(|e| invalid(e.to_string()))?;
+        let dest = Destination::from_config(id, d).map_err(invalid)?;
         let wake = Arc::new(Notify::new());
         wakers.insert(id, wake.clone());
         routed.push((id, d));
-        destinations.push((
-            Arc::new(Destination {
-                id,
-                name: d.name.clone(),
-                url: d.url.clone(),
-                timeout: Duration::from_millis(d.timeout_ms),
-                max_concurrency: d.max_concurrency,
-                signing_key,
-                retry: d.retry.into(),
-            }),
-            wake,
-        ));
+        destinations.push((Arc::new(dest), wake));
     }
-    let router = Router::new(routed);
+    let router = Router::new(routed).map_err(ServeError::Routing)?;
 
     let (writer, writer_task) = Writer::spawn(
         store.clone(),
-        router,
-        wakers,
-        config.ingest.queue_capacity,
-        config.ingest.max_batch,
+        WriterConfig {
+            router,
+            wakers,
+            capacity: config.ingest.queue_capacity,
+            max_batch: config.ingest.max_batch,
+            min_free_disk_bytes: config.ingest.min_free_disk_bytes,
+            feed: feed.clone(),
+        },
     );
-    let dispatch_stop = CancellationToken::new();
-    let mut dispatchers = dispatch::spawn(
-        destinations,
+    let background_stop = CancellationToken::new();
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        transport: HttpTransport::new()?,
+        clock,
+        feed,
+        shutdown: background_stop.clone(),
+        grace: Duration::from_millis(config.shutdown_grace_ms),
+    });
+    let mut background = dispatch::spawn(destinations, shared);
+    background.spawn(retention::run(
         store.clone(),
-        dispatch_stop.clone(),
-        SHUTDOWN_GRACE,
-    )?;
+        config.retention,
+        clock,
+        background_stop.clone(),
+    ));
 
     let ingest_service = IngestServer::new(IngestService::new(writer))
         .max_decoding_message_size(config.ingest.max_message_bytes);
     tracing::info!(
         ingest = %ingest.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         data_dir = %config.data_dir.display(),
+        durability = ?config.durability,
         destinations = config.destinations.len(),
         "edgehook sidecar serving"
     );
@@ -130,12 +112,32 @@ pub async fn run(
     // The server has dropped its Writer handles: the writer commits what is
     // queued and ends.
     let _ = writer_task.await;
-    dispatch_stop.cancel();
-    while dispatchers.join_next().await.is_some() {}
-    let flushed = tokio::task::spawn_blocking(move || store.commit(Vec::new())).await;
+    background_stop.cancel();
+    while background.join_next().await.is_some() {}
+    let flushed = tokio::task::spawn_blocking(move || store.flush()).await;
     if let Ok(Err(e)) = flushed {
         tracing::error!(error = %e, "final flush failed");
     }
     tracing::info!("edgehook sidecar stopped");
     served.map_err(ServeError::from)
+}
+
+/// Opens sled off the async threads; the error names the data directory.
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+    let path = config.data_dir.clone();
+    let durability = config.durability;
+    let storage = config.storage.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || SledStore::open(&path, durability, &storage)).await;
+    let error = |source: StoreError| ServeError::Store {
+        path: config.data_dir.display().to_string(),
+        source,
+    };
+    match opened {
+        Ok(Ok(s)) => Ok(Arc::new(s)),
+        Ok(Err(source)) => Err(error(source)),
+        Err(join) => Err(error(StoreError::Io(std::io::Error::other(
+            join.to_string(),
+        )))),
+    }
 }

@@ -1,187 +1,395 @@
 //! One destination's delivery loop. It owns the destination's concurrency
-//! cap and retry policy; it reads due jobs from the store, runs attempts,
-//! and writes each outcome back. It sleeps until the next due time or until
-//! ingest wakes it. A failing destination stalls only its own loop.
+//! cap, rate cap, circuit breaker and ordering; it reads due jobs from the
+//! store, runs attempts through a `Transport`, and writes each outcome back
+//! in one store transaction. It sleeps until the next due time, the next
+//! rate token, the breaker's probe, or until ingest (or admin) wakes it. A
+//! failing destination stalls only its own loop.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::header::{HeaderName, HeaderValue};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::{Target, attempt};
+use super::attempt::{KEPT_RESPONSE_BYTES, Transport, outbound};
+use super::breaker::{Breaker, BreakerPolicy, BreakerState};
 use super::outcome::{AttemptResult, Verdict, classify};
+use super::rate::RateLimiter;
 use super::retry::RetryPolicy;
-use crate::clock::now_ms;
-use crate::store::{DeadLetter, DestId, JobKey, Store, StoreError};
+use crate::activity::{Activity, Feed};
+use crate::clock::Clock;
+use crate::config::{DestinationConfig, RateLimitConfig};
+use crate::store::{AttemptRecord, DestId, JobRef, Next, Store, StoreError};
 
+/// A destination as the dispatcher uses it: the config resolved (secrets
+/// read, headers parsed, policies built).
+#[derive(Debug)]
 pub struct Destination {
     pub id: DestId,
     pub name: String,
     pub url: String,
     pub timeout: Duration,
     pub max_concurrency: usize,
+    pub rate: Option<RateLimitConfig>,
     pub signing_key: Option<Vec<u8>>,
+    /// Added to every delivery.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Provider headers passed on, by lower-case name.
+    pub forward_headers: Vec<String>,
     pub retry: RetryPolicy,
+    pub retry_statuses: Vec<u16>,
+    pub breaker: BreakerPolicy,
+    pub ordered: bool,
+}
+
+impl Destination {
+    /// Resolves secrets and parses headers; the error says which part is
+    /// wrong, never a secret's value.
+    pub fn from_config(id: DestId, c: &DestinationConfig) -> Result<Destination, String> {
+        let signing_key = match &c.signing_secret {
+            None => None,
+            Some(s) => Some(
+                s.resolve()
+                    .and_then(|text| crate::signing::decode_secret(&text).map_err(str::to_string))
+                    .map_err(|e| format!("signing_secret: {e}"))?,
+            ),
+        };
+        let mut headers = Vec::new();
+        for (name, value) in &c.headers {
+            let value = value
+                .resolve()
+                .map_err(|e| format!("headers.{name}: {e}"))?;
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("headers.{name}: not a valid header name"))?;
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| format!("headers.{name}: not a valid header value"))?;
+            value.set_sensitive(true);
+            headers.push((name, value));
+        }
+        Ok(Destination {
+            id,
+            name: c.name.clone(),
+            url: c.url.clone(),
+            timeout: Duration::from_millis(c.timeout_ms),
+            max_concurrency: c.max_concurrency.max(1),
+            rate: c.rate_limit,
+            signing_key,
+            headers,
+            forward_headers: c
+                .forward_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            retry: (&c.retry).into(),
+            retry_statuses: c.retry_statuses.clone(),
+            breaker: (&c.breaker).into(),
+            ordered: c.ordered,
+        })
+    }
+
+    /// Attempts that may be in flight at once.
+    fn concurrency(&self) -> usize {
+        if self.ordered {
+            1
+        } else {
+            self.max_concurrency
+        }
+    }
+}
+
+/// What a destination loop shares with the rest of the sidecar.
+pub struct Shared<T> {
+    pub store: Arc<dyn Store>,
+    pub transport: T,
+    pub clock: Clock,
+    pub feed: Feed,
+    pub shutdown: CancellationToken,
+    pub grace: Duration,
 }
 
 /// How long a store error makes the loop wait before it looks again.
 const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
-pub async fn run(
+/// What an attempt task hands back to the loop.
+struct Done {
+    job: JobRef,
+    probe: bool,
+    started_ms: i64,
+    duration: Duration,
+    result: AttemptResult,
+}
+
+pub async fn run<T: Transport + Clone>(
     dest: Arc<Destination>,
-    store: Arc<dyn Store>,
-    client: reqwest::Client,
+    shared: Arc<Shared<T>>,
     wake: Arc<Notify>,
-    shutdown: CancellationToken,
-    grace: Duration,
 ) {
-    let mut in_flight: JoinSet<(JobKey, AttemptResult)> = JoinSet::new();
-    let mut keys: HashSet<JobKey> = HashSet::new();
+    let mut in_flight: JoinSet<Done> = JoinSet::new();
+    let mut running: HashSet<JobRef> = HashSet::new();
+    let mut breaker = Breaker::new(dest.breaker);
+    let mut rate = dest
+        .rate
+        .map(|r| RateLimiter::new(r.per_second, r.burst.unwrap_or(0), Instant::now()));
+    let mut last_state = BreakerState::Closed;
     loop {
-        let mut next_due: Option<u64> = None;
-        let free = dest.max_concurrency.saturating_sub(in_flight.len());
+        let now = Instant::now();
+        let mut wait_until: Option<Instant> = None;
+        let mut wait_for = |at: Instant| {
+            wait_until = Some(wait_until.map_or(at, |w: Instant| w.min(at)));
+        };
+        let paused = match shared.store.destination_state(dest.id) {
+            Ok(s) => s.paused,
+            Err(e) => {
+                tracing::error!(destination = %dest.name, error = %e, "cannot read the destination's state");
+                wait_for(now + STORE_ERROR_BACKOFF);
+                true
+            }
+        };
+        let state = breaker.state(now);
+        if state != last_state {
+            tracing::info!(destination = %dest.name, breaker = ?state, "circuit breaker changed state");
+            last_state = state;
+        }
+        let mut free = if paused {
+            0
+        } else {
+            dest.concurrency()
+                .saturating_sub(in_flight.len())
+                .min(breaker.allowance(now))
+        };
+        if let Some(at) = breaker.reopens_at() {
+            wait_for(at);
+        }
+        if let Some(r) = rate.as_mut()
+            && free > 0
+        {
+            let available = r.available(now);
+            if available == 0 {
+                wait_for(r.next_at(now));
+            }
+            free = free.min(available);
+        }
         if free > 0 {
-            let now = u64::try_from(now_ms()).unwrap_or(0);
-            match store.due(dest.id, now, free, &|k| keys.contains(k)) {
+            let now_ms = shared.clock.now_ms();
+            match shared
+                .store
+                .due(dest.id, now_ms, free, &|j| running.contains(j))
+            {
                 Ok(due) => {
-                    next_due = due.next_due_ms;
+                    if let Some(at) = due.next_due_ms {
+                        wait_for(shared.clock.instant_at(at));
+                    }
                     for job in due.ready {
-                        start(&mut in_flight, &mut keys, job, &dest, &store, &client);
+                        if let Some(r) = rate.as_mut() {
+                            r.take();
+                        }
+                        let probe = breaker.started();
+                        running.insert(job);
+                        in_flight.spawn(attempt(dest.clone(), shared.clone(), job, probe));
                     }
                 }
                 Err(e) => {
                     tracing::error!(destination = %dest.name, error = %e, "cannot read the due-queue");
-                    next_due = Some(now + STORE_ERROR_BACKOFF.as_millis() as u64);
+                    wait_for(now + STORE_ERROR_BACKOFF);
                 }
             }
         }
-        let sleep_for = next_due.map(|at| {
-            Duration::from_millis(at.saturating_sub(u64::try_from(now_ms()).unwrap_or(0)))
-        });
         tokio::select! {
             Some(done) = in_flight.join_next() => {
-                if let Ok((job, result)) = done {
-                    keys.remove(&job);
-                    if let Err(e) = record(&dest, store.as_ref(), &job, result) {
-                        tracing::error!(destination = %dest.name, error = %e, "cannot record an attempt; it will be retried");
-                    }
+                if let Ok(done) = done {
+                    running.remove(&done.job);
+                    finish(&dest, &shared, &mut breaker, done);
                 }
             }
             _ = wake.notified() => {}
-            _ = sleep_or_forever(sleep_for) => {}
-            _ = shutdown.cancelled() => break,
+            _ = sleep_until(wait_until) => {}
+            _ = shared.shutdown.cancelled() => break,
         }
     }
     // Let attempts in flight finish within the grace period; whatever is
     // cut off stays in the due-queue and is retried after the restart.
     let drain = async {
         while let Some(done) = in_flight.join_next().await {
-            if let Ok((job, result)) = done {
-                let _ = record(&dest, store.as_ref(), &job, result);
+            if let Ok(done) = done {
+                finish(&dest, &shared, &mut breaker, done);
             }
         }
     };
-    if tokio::time::timeout(grace, drain).await.is_err() {
-        tracing::warn!(destination = %dest.name, "attempts still in flight after the grace period were cut off");
+    if tokio::time::timeout(shared.grace, drain).await.is_err() {
+        tracing::warn!(destination = %dest.name, "attempts still in flight after the grace period were cut off; they will be retried");
     }
 }
 
-async fn sleep_or_forever(d: Option<Duration>) {
-    match d {
-        Some(d) => tokio::time::sleep(d).await,
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
 
-fn start(
-    in_flight: &mut JoinSet<(JobKey, AttemptResult)>,
-    keys: &mut HashSet<JobKey>,
-    job: JobKey,
-    dest: &Arc<Destination>,
-    store: &Arc<dyn Store>,
-    client: &reqwest::Client,
-) {
-    keys.insert(job);
-    let (dest, store, client) = (dest.clone(), store.clone(), client.clone());
-    in_flight.spawn(async move {
-        let event = match store.event(job.seq) {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                return (
-                    job,
-                    AttemptResult::OtherError("event is missing from the store".into()),
-                );
-            }
-            Err(e) => return (job, AttemptResult::OtherError(e.to_string())),
-        };
-        let target = Target {
-            url: &dest.url,
-            timeout: dest.timeout,
-            signing_key: dest.signing_key.as_deref(),
-        };
-        (job, attempt(&client, &target, &event).await)
-    });
+async fn attempt<T: Transport + Clone>(
+    dest: Arc<Destination>,
+    shared: Arc<Shared<T>>,
+    job: JobRef,
+    probe: bool,
+) -> Done {
+    let started_ms = shared.clock.now_ms();
+    let started = Instant::now();
+    let result = match shared.store.event(job.seq) {
+        Ok(Some(event)) => {
+            let request = outbound(&dest, &event, started_ms / 1000);
+            shared.transport.send(request).await
+        }
+        Ok(None) => AttemptResult::OtherError("the event is missing from the store".into()),
+        Err(e) => AttemptResult::OtherError(e.to_string()),
+    };
+    Done {
+        job,
+        probe,
+        started_ms,
+        duration: started.elapsed(),
+        result,
+    }
 }
 
-/// Writes an attempt's outcome: delivered, rescheduled, or dead-lettered.
-fn record(
-    dest: &Destination,
-    store: &dyn Store,
-    job: &JobKey,
-    result: AttemptResult,
-) -> Result<(), StoreError> {
-    let now = now_ms();
-    let mut state = store.job(job)?.unwrap_or_default();
-    state.attempts += 1;
-    if state.first_attempt_ms == 0 {
-        state.first_attempt_ms = now;
+/// Classifies an attempt, updates the breaker, and writes the outcome.
+fn finish<T>(dest: &Destination, shared: &Shared<T>, breaker: &mut Breaker, done: Done) {
+    let verdict = classify(&done.result, &dest.retry_statuses);
+    match verdict {
+        // A 4xx that is given up on is the event's fault, not the
+        // destination's: it answered.
+        Verdict::Delivered | Verdict::GiveUp => breaker.succeeded(),
+        Verdict::Retry { .. } => breaker.failed(Instant::now(), done.probe),
     }
-    state.last_status = u32::from(result.status());
-    state.last_error = result.describe();
-    let event_id = store.event(job.seq)?.map(|e| e.id).unwrap_or_default();
-    let verdict = classify(&result);
-    let retry_in = match verdict {
-        Verdict::Delivered => None,
-        Verdict::GiveUp => None,
+    if let Err(e) = record(dest, shared, &done, verdict) {
+        tracing::error!(destination = %dest.name, error = %e, "cannot record an attempt; it will be retried");
+    }
+}
+
+/// What follows from a verdict, under the destination's retry policy.
+pub fn next_step(
+    policy: &RetryPolicy,
+    verdict: Verdict,
+    round_attempts: u32,
+    age: Duration,
+    now_ms: i64,
+) -> Next {
+    match verdict {
+        Verdict::Delivered => Next::Delivered,
+        Verdict::GiveUp => Next::DeadLetter,
         Verdict::Retry { retry_after } => {
-            let age =
-                Duration::from_millis(u64::try_from(now - state.first_attempt_ms).unwrap_or(0));
-            dest.retry
-                .next_delay(state.attempts, age, retry_after, &mut rand::rng())
+            match policy.next_delay(round_attempts, age, retry_after, &mut rand::rng()) {
+                Some(delay) => Next::RetryAt(
+                    now_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                ),
+                None => Next::DeadLetter,
+            }
         }
+    }
+}
+
+fn record<T>(
+    dest: &Destination,
+    shared: &Shared<T>,
+    done: &Done,
+    verdict: Verdict,
+) -> Result<(), StoreError> {
+    let Some(state) = shared.store.job(done.job)? else {
+        // Removed meanwhile (purged or expired): nothing to record.
+        return Ok(());
     };
-    match (verdict, retry_in) {
-        (Verdict::Delivered, _) => {
-            tracing::info!(event_id, destination = %dest.name, attempt = state.attempts, status = result.status(), "delivered");
-            store.delivered(job)
+    let now_ms = shared.clock.now_ms();
+    let round_attempts = state.round_attempts.saturating_add(1);
+    let round_started = if state.round_started_ms == 0 {
+        done.started_ms
+    } else {
+        state.round_started_ms
+    };
+    let age = Duration::from_millis(u64::try_from(now_ms - round_started).unwrap_or(0));
+    let next = next_step(&dest.retry, verdict, round_attempts, age, now_ms);
+    let mut body = match &done.result {
+        AttemptResult::Response { body, .. } => body.clone(),
+        _ => Vec::new(),
+    };
+    body.truncate(KEPT_RESPONSE_BYTES);
+    let attempt = AttemptRecord {
+        n: 0,
+        started_ms: done.started_ms,
+        duration_ms: u32::try_from(done.duration.as_millis()).unwrap_or(u32::MAX),
+        status: u32::from(done.result.status()),
+        error: match &done.result {
+            AttemptResult::Response { .. } => String::new(),
+            other => other.describe(),
+        },
+        response_body: body,
+        outcome: next.outcome().to_string(),
+    };
+    shared.store.record_attempt(done.job, &attempt, next)?;
+    let event_id = shared
+        .store
+        .event(done.job.seq)?
+        .map(|e| e.id)
+        .unwrap_or_default();
+    let attempt_no = state.attempts.saturating_add(1);
+    let duration_ms = attempt.duration_ms;
+    let result = done.result.describe();
+    match next {
+        Next::Delivered => {
+            tracing::info!(event_id, destination = %dest.name, attempt = attempt_no, status = attempt.status, duration_ms, "delivered");
         }
-        (_, Some(delay)) => {
-            tracing::info!(event_id, destination = %dest.name, attempt = state.attempts, outcome = %state.last_error, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
-            let due = u64::try_from(now)
-                .unwrap_or(0)
-                .saturating_add(delay.as_millis() as u64);
-            store.reschedule(job, &state, due)
+        Next::RetryAt(at) => {
+            tracing::info!(event_id, destination = %dest.name, attempt = attempt_no, status = attempt.status, result, duration_ms, retry_in_ms = at - now_ms, "attempt failed; will retry");
         }
-        (_, None) => {
-            tracing::warn!(event_id, destination = %dest.name, attempt = state.attempts, outcome = %state.last_error, "giving up; dead-lettered");
-            let body = match &result {
-                AttemptResult::Response { body, .. } => body.clone(),
-                _ => Vec::new(),
-            };
-            let letter = DeadLetter {
-                event_id,
-                seq: job.seq,
-                dest: dest.id,
-                attempts: state.attempts,
-                last_status: state.last_status,
-                last_error: state.last_error.clone(),
-                response_body: body,
-                dead_at_ms: now,
-            };
-            store.dead_letter(job, &letter)
+        Next::DeadLetter => {
+            tracing::warn!(event_id, destination = %dest.name, attempt = attempt_no, status = attempt.status, result, duration_ms, "giving up; dead-lettered");
         }
+    }
+    shared.feed.publish(Activity::Attempted {
+        event_id,
+        seq: done.job.seq,
+        dest: dest.id,
+        attempt: AttemptRecord {
+            n: attempt_no,
+            ..attempt
+        },
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        (&crate::config::RetryConfig::default()).into()
+    }
+
+    #[test]
+    fn verdicts_become_steps() {
+        let p = policy();
+        assert_eq!(
+            next_step(&p, Verdict::Delivered, 1, Duration::ZERO, 0),
+            Next::Delivered
+        );
+        assert_eq!(
+            next_step(&p, Verdict::GiveUp, 1, Duration::ZERO, 0),
+            Next::DeadLetter
+        );
+        let asked = Verdict::Retry {
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        assert_eq!(
+            next_step(&p, asked, 1, Duration::ZERO, 1_000),
+            Next::RetryAt(8_000)
+        );
+        assert_eq!(
+            next_step(&p, asked, 12, Duration::ZERO, 0),
+            Next::DeadLetter,
+            "the attempt budget is spent"
+        );
     }
 }

@@ -24,9 +24,10 @@ pub enum Verdict {
 }
 
 /// 2xx delivered; connect errors, timeouts, 408, 425, 429 and 5xx are
-/// worth retrying; other 4xx (and redirects, which are not followed) will
-/// not get better by waiting.
-pub fn classify(result: &AttemptResult) -> Verdict {
+/// worth retrying, and so are the destination's `retry_statuses`; other
+/// 4xx (and redirects, which are not followed) will not get better by
+/// waiting.
+pub fn classify(result: &AttemptResult, retry_statuses: &[u16]) -> Verdict {
     match result {
         AttemptResult::Response {
             status,
@@ -37,10 +38,24 @@ pub fn classify(result: &AttemptResult) -> Verdict {
             408 | 425 | 429 | 500..=599 => Verdict::Retry {
                 retry_after: *retry_after,
             },
+            s if retry_statuses.contains(s) => Verdict::Retry {
+                retry_after: *retry_after,
+            },
             _ => Verdict::GiveUp,
         },
         AttemptResult::ConnectError(_) | AttemptResult::Timeout | AttemptResult::OtherError(_) => {
             Verdict::Retry { retry_after: None }
+        }
+    }
+}
+
+impl Verdict {
+    /// How an attempt's outcome is named in the store and the admin API.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Verdict::Delivered => "delivered",
+            Verdict::Retry { .. } => "retry",
+            Verdict::GiveUp => "give_up",
         }
     }
 }
@@ -79,11 +94,14 @@ mod tests {
     use super::*;
 
     fn status(s: u16) -> Verdict {
-        classify(&AttemptResult::Response {
-            status: s,
-            retry_after: None,
-            body: vec![],
-        })
+        classify(
+            &AttemptResult::Response {
+                status: s,
+                retry_after: None,
+                body: vec![],
+            },
+            &[],
+        )
     }
 
     #[test]
@@ -98,11 +116,20 @@ mod tests {
             assert_eq!(status(s), Verdict::GiveUp, "{s}");
         }
         assert!(matches!(
-            classify(&AttemptResult::Timeout),
+            classify(&AttemptResult::Timeout, &[]),
             Verdict::Retry { .. }
         ));
         assert!(matches!(
-            classify(&AttemptResult::ConnectError("x".into())),
+            classify(&AttemptResult::ConnectError("x".into()), &[]),
+            Verdict::Retry { .. }
+        ));
+        let not_found = AttemptResult::Response {
+            status: 404,
+            retry_after: None,
+            body: vec![],
+        };
+        assert!(matches!(
+            classify(&not_found, &[404]),
             Verdict::Retry { .. }
         ));
     }

@@ -5,7 +5,7 @@
 
 mod writer;
 
-pub use writer::{SubmitError, Writer};
+pub use writer::{SubmitError, Writer, WriterConfig};
 
 use edgehook_proto::v1::ingest_server::Ingest;
 use edgehook_proto::v1::{Event, PublishAck};
@@ -34,6 +34,9 @@ impl Ingest for IngestService {
                 duplicate: c.duplicate,
             })),
             Err(SubmitError::Full) => Err(Status::resource_exhausted("ingest queue full")),
+            Err(SubmitError::DiskFull) => Err(Status::resource_exhausted(
+                "free disk space is under the configured floor",
+            )),
             Err(SubmitError::Closed) => Err(Status::unavailable("shutting down")),
             Err(SubmitError::Store(e)) => {
                 tracing::error!(error = %e, "commit failed");

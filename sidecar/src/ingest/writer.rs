@@ -1,7 +1,8 @@
 //! The group-commit writer: one task takes everything that has arrived,
 //! commits it in one blocking batch (one transaction per event, one flush
 //! for all), then acks every waiter and wakes the destinations that got
-//! work. One flush per batch is what makes durable ingest fast.
+//! work. One flush per batch is what makes durable ingest fast. It also
+//! refuses work it cannot keep: a full queue, or free disk under the floor.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use edgehook_proto::v1::Event;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::activity::{Activity, Feed};
 use crate::routing::Router;
 use crate::store::{Committed, DestId, NewEvent, Store, StoreError};
 
@@ -17,6 +19,8 @@ use crate::store::{Committed, DestId, NewEvent, Store, StoreError};
 pub enum SubmitError {
     #[error("ingest queue full")]
     Full,
+    #[error("free disk space is under the configured floor")]
+    DiskFull,
     #[error("writer stopped")]
     Closed,
     #[error(transparent)]
@@ -34,18 +38,23 @@ pub struct Writer {
     tx: mpsc::Sender<Pending>,
 }
 
+/// What the writer needs besides the store.
+pub struct WriterConfig {
+    pub router: Router,
+    pub wakers: HashMap<DestId, Arc<Notify>>,
+    pub capacity: usize,
+    pub max_batch: usize,
+    /// Refuse a batch when the data directory has less free space (0: off).
+    pub min_free_disk_bytes: u64,
+    pub feed: Feed,
+}
+
 impl Writer {
     /// Starts the writer. It stops once every `Writer` handle is dropped and
     /// the queue is drained.
-    pub fn spawn(
-        store: Arc<dyn Store>,
-        router: Router,
-        wakers: HashMap<DestId, Arc<Notify>>,
-        capacity: usize,
-        max_batch: usize,
-    ) -> (Writer, JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let task = tokio::spawn(run(rx, store, router, wakers, max_batch));
+    pub fn spawn(store: Arc<dyn Store>, config: WriterConfig) -> (Writer, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(config.capacity.max(1));
+        let task = tokio::spawn(run(rx, store, config));
         (Writer { tx }, task)
     }
 
@@ -61,23 +70,43 @@ impl Writer {
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<Pending>,
-    store: Arc<dyn Store>,
-    router: Router,
-    wakers: HashMap<DestId, Arc<Notify>>,
-    max_batch: usize,
-) {
+/// Whether the data directory has room; a failure to ask counts as room,
+/// since the commit itself will then say what is wrong.
+fn has_room(store: &dyn Store, floor: u64) -> bool {
+    floor == 0 || store.available_space().map_or(true, |free| free >= floor)
+}
+
+async fn run(mut rx: mpsc::Receiver<Pending>, store: Arc<dyn Store>, config: WriterConfig) {
+    let WriterConfig {
+        router,
+        wakers,
+        max_batch,
+        min_free_disk_bytes,
+        feed,
+        ..
+    } = config;
+    let max_batch = max_batch.max(1);
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let pending = std::mem::take(&mut batch);
+        if !has_room(store.as_ref(), min_free_disk_bytes) {
+            tracing::warn!(
+                batch = pending.len(),
+                floor_bytes = min_free_disk_bytes,
+                "free disk space is under the floor; refusing events"
+            );
+            for p in pending {
+                let _ = p.reply.send(Err(SubmitError::DiskFull));
+            }
+            continue;
+        }
         let now_ms = crate::clock::now_ms();
         let mut woken: Vec<DestId> = Vec::new();
         let mut replies = Vec::with_capacity(pending.len());
         let mut news = Vec::with_capacity(pending.len());
         for p in pending {
-            let destinations = router.destinations(&p.event.source, &p.event.event_type);
-            woken.extend(&destinations);
+            let destinations = router.destinations(&p.event);
+            woken.extend(destinations.iter().map(|d| d.dest));
             news.push(NewEvent {
                 event: p.event,
                 destinations,
@@ -86,6 +115,10 @@ async fn run(
             replies.push(p.reply);
         }
         let size = news.len();
+        let ingested: Vec<(String, String)> = news
+            .iter()
+            .map(|n| (n.event.source.clone(), n.event.event_type.clone()))
+            .collect();
         let store = store.clone();
         let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || store.commit(news)).await;
@@ -96,7 +129,15 @@ async fn run(
         );
         match result {
             Ok(Ok(committed)) => {
-                for (reply, c) in replies.into_iter().zip(committed) {
+                for ((reply, c), (source, event_type)) in
+                    replies.into_iter().zip(committed).zip(ingested)
+                {
+                    feed.publish(Activity::Ingested {
+                        event_id: c.event_id.clone(),
+                        source,
+                        event_type,
+                        duplicate: c.duplicate,
+                    });
                     let _ = reply.send(Ok(c));
                 }
             }

@@ -1,50 +1,74 @@
 //! Key layouts. Numbers are big-endian so that sled's byte order is numeric
-//! order: a scan of the due-queue comes out earliest first.
+//! order: a scan of the due-queue comes out earliest first, a scan of the
+//! events oldest first, and a reverse scan newest first.
 
-/// A destination's stable number.
+/// A destination's stable number; 0 is never a destination (it keys the
+/// global counters).
 pub type DestId = u32;
 
-/// A delivery job as it sits in the due-queue: which destination, when it is
-/// due, and which event (by ingest sequence number).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct JobKey {
-    pub dest: DestId,
-    pub due_ms: u64,
+/// One event's delivery to one destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobRef {
+    /// The event's ingest sequence number.
     pub seq: u64,
+    pub dest: DestId,
 }
 
-impl JobKey {
-    /// `dest | due_ms | seq`: the due-queue key.
-    pub fn due_key(&self) -> [u8; 20] {
-        let mut k = [0u8; 20];
-        k[..4].copy_from_slice(&self.dest.to_be_bytes());
-        k[4..12].copy_from_slice(&self.due_ms.to_be_bytes());
-        k[12..].copy_from_slice(&self.seq.to_be_bytes());
-        k
-    }
-
-    pub fn from_due_key(k: &[u8]) -> Option<JobKey> {
-        if k.len() != 20 {
-            return None;
-        }
-        Some(JobKey {
-            dest: u32::from_be_bytes(k[..4].try_into().ok()?),
-            due_ms: u64::from_be_bytes(k[4..12].try_into().ok()?),
-            seq: u64::from_be_bytes(k[12..].try_into().ok()?),
-        })
-    }
-
-    /// `dest | seq`: the key of the job's state and of its dead letter,
-    /// stable while the due time moves.
-    pub fn job_key(&self) -> [u8; 12] {
-        job_key(self.dest, self.seq)
-    }
+pub fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
 }
 
-pub fn job_key(dest: DestId, seq: u64) -> [u8; 12] {
+pub fn read_seq(k: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(k.get(..8)?.try_into().ok()?))
+}
+
+/// `seq | dest`: jobs and dead letters. All of an event's jobs share the
+/// prefix `seq`; the dead letters come out in ingest order.
+pub fn job_key(job: JobRef) -> [u8; 12] {
     let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&job.seq.to_be_bytes());
+    k[8..].copy_from_slice(&job.dest.to_be_bytes());
+    k
+}
+
+pub fn read_job_key(k: &[u8]) -> Option<JobRef> {
+    if k.len() != 12 {
+        return None;
+    }
+    Some(JobRef {
+        seq: read_seq(k)?,
+        dest: u32::from_be_bytes(k[8..12].try_into().ok()?),
+    })
+}
+
+/// `dest | rank | seq`: the due-queue. `rank` is the next-attempt time, or 0
+/// for an ordered destination's jobs, which then queue in ingest order and
+/// keep their due time in the job state.
+pub fn due_key(dest: DestId, rank: u64, seq: u64) -> [u8; 20] {
+    let mut k = [0u8; 20];
     k[..4].copy_from_slice(&dest.to_be_bytes());
-    k[4..].copy_from_slice(&seq.to_be_bytes());
+    k[4..12].copy_from_slice(&rank.to_be_bytes());
+    k[12..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// (dest, rank, seq) of a due-queue key.
+pub fn read_due_key(k: &[u8]) -> Option<(DestId, u64, u64)> {
+    if k.len() != 20 {
+        return None;
+    }
+    Some((
+        u32::from_be_bytes(k[..4].try_into().ok()?),
+        u64::from_be_bytes(k[4..12].try_into().ok()?),
+        u64::from_be_bytes(k[12..20].try_into().ok()?),
+    ))
+}
+
+/// `seq | dest | n`: an event's attempts, per destination, in order.
+pub fn attempt_key(job: JobRef, n: u32) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..12].copy_from_slice(&job_key(job));
+    k[12..].copy_from_slice(&n.to_be_bytes());
     k
 }
 
@@ -57,29 +81,40 @@ pub fn dedupe_key(source: &str, provider_event_id: &str) -> Vec<u8> {
     k
 }
 
+/// `dest | counter`; dest 0 holds the global counters.
+pub fn counter_key(dest: DestId, counter: u8) -> [u8; 5] {
+    let mut k = [0u8; 5];
+    k[..4].copy_from_slice(&dest.to_be_bytes());
+    k[4] = counter;
+    k
+}
+
+/// Times are unix ms; keys hold them unsigned (a time before 1970 sorts first).
+pub fn rank_of(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn due_keys_sort_by_destination_then_time_then_sequence() {
-        let a = JobKey {
-            dest: 1,
-            due_ms: 5,
-            seq: 9,
-        };
-        let b = JobKey {
-            dest: 1,
-            due_ms: 6,
-            seq: 1,
-        };
-        let c = JobKey {
-            dest: 2,
-            due_ms: 0,
-            seq: 0,
-        };
-        assert!(a.due_key() < b.due_key() && b.due_key() < c.due_key());
-        assert_eq!(JobKey::from_due_key(&a.due_key()), Some(a));
-        assert_eq!(JobKey::from_due_key(b"short"), None);
+        let a = due_key(1, 5, 9);
+        let b = due_key(1, 6, 1);
+        let c = due_key(2, 0, 0);
+        assert!(a < b && b < c);
+        assert_eq!(read_due_key(&a), Some((1, 5, 9)));
+        assert_eq!(read_due_key(b"short"), None);
+    }
+
+    #[test]
+    fn job_keys_group_by_event_and_round_trip() {
+        let j = JobRef { seq: 7, dest: 3 };
+        assert_eq!(read_job_key(&job_key(j)), Some(j));
+        assert!(job_key(j) < job_key(JobRef { seq: 7, dest: 4 }));
+        assert!(job_key(JobRef { seq: 7, dest: 9 }) < job_key(JobRef { seq: 8, dest: 1 }));
+        assert!(attempt_key(j, 2).starts_with(&job_key(j)));
+        assert!(attempt_key(j, 2) < attempt_key(j, 10));
     }
 }

@@ -13,22 +13,98 @@ pub struct StoredEvent {
     pub event: Option<Event>,
     #[prost(int64, tag = "4")]
     pub stored_at_ms: i64,
+    /// The destinations it was routed to (one job each).
+    #[prost(uint32, repeated, tag = "5")]
+    pub destinations: Vec<u32>,
 }
 
-/// A delivery job's history so far.
+impl StoredEvent {
+    pub fn source(&self) -> &str {
+        self.event.as_ref().map_or("", |e| e.source.as_str())
+    }
+    pub fn event_type(&self) -> &str {
+        self.event.as_ref().map_or("", |e| e.event_type.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, prost::Enumeration)]
+#[repr(i32)]
+pub enum JobStatus {
+    /// In the due-queue (waiting, or in flight).
+    Pending = 0,
+    Delivered = 1,
+    /// In the dead-letter queue.
+    Dead = 2,
+    /// A dead letter that was purged.
+    Purged = 3,
+}
+
+/// One event's delivery to one destination, and its history so far.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct JobState {
-    #[prost(uint32, tag = "1")]
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(uint32, tag = "2")]
+    pub dest: u32,
+    #[prost(enumeration = "JobStatus", tag = "3")]
+    pub status: i32,
+    /// Attempts ever made (they are numbered 1, 2, ...).
+    #[prost(uint32, tag = "4")]
     pub attempts: u32,
-    /// When the first attempt was made; 0 before it.
-    #[prost(int64, tag = "2")]
-    pub first_attempt_ms: i64,
-    #[prost(uint32, tag = "3")]
+    /// Attempts since the job was created or last redriven: what the retry
+    /// policy counts.
+    #[prost(uint32, tag = "5")]
+    pub round_attempts: u32,
+    /// When the round's first attempt was made; 0 before it.
+    #[prost(int64, tag = "6")]
+    pub round_started_ms: i64,
+    /// When the job is next due (while pending).
+    #[prost(int64, tag = "7")]
+    pub next_attempt_ms: i64,
+    /// Queued in ingest order (rank 0 in the due-queue).
+    #[prost(bool, tag = "8")]
+    pub ordered: bool,
+    #[prost(uint32, tag = "9")]
     pub last_status: u32,
-    #[prost(string, tag = "4")]
+    #[prost(string, tag = "10")]
     pub last_error: String,
-    #[prost(int64, tag = "5")]
+    #[prost(int64, tag = "11")]
     pub created_ms: i64,
+    #[prost(int64, tag = "12")]
+    pub last_attempt_ms: i64,
+    /// When it was delivered, dead-lettered or purged.
+    #[prost(int64, tag = "13")]
+    pub finished_ms: i64,
+}
+
+impl JobState {
+    pub fn job_status(&self) -> JobStatus {
+        JobStatus::try_from(self.status).unwrap_or(JobStatus::Pending)
+    }
+}
+
+/// One delivery attempt as it happened.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AttemptRecord {
+    /// 1 for the first attempt of the job.
+    #[prost(uint32, tag = "1")]
+    pub n: u32,
+    #[prost(int64, tag = "2")]
+    pub started_ms: i64,
+    #[prost(uint32, tag = "3")]
+    pub duration_ms: u32,
+    /// The HTTP status, 0 when there was no response.
+    #[prost(uint32, tag = "4")]
+    pub status: u32,
+    /// What went wrong ("HTTP 503", "timed out", "connect error: ...").
+    #[prost(string, tag = "5")]
+    pub error: String,
+    /// The start of the receiver's response body.
+    #[prost(bytes = "vec", tag = "6")]
+    pub response_body: Vec<u8>,
+    /// What followed: "delivered", "retry" or "give_up".
+    #[prost(string, tag = "7")]
+    pub outcome: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -50,4 +126,19 @@ pub struct DeadLetter {
     pub response_body: Vec<u8>,
     #[prost(int64, tag = "8")]
     pub dead_at_ms: i64,
+    #[prost(string, tag = "9")]
+    pub source: String,
+    #[prost(string, tag = "10")]
+    pub event_type: String,
+    #[prost(int64, tag = "11")]
+    pub stored_at_ms: i64,
+}
+
+/// A destination's persistent settings changed at run time.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DestState {
+    #[prost(bool, tag = "1")]
+    pub paused: bool,
+    #[prost(int64, tag = "2")]
+    pub changed_ms: i64,
 }

@@ -3,29 +3,64 @@
 //! Facts about sled 0.34.7 that shape this file: `flush_async` hangs when
 //! several tasks call it (sled#1308), so the one writer calls the blocking
 //! `flush()`; on Linux `flush()` uses `sync_file_range`, which survives a
-//! process crash but not a power loss (sled#1351), so with
-//! `Durability::Fsync` the data file is fsynced after it; transactions are
+//! process crash but not a power loss (sled#1351), and large values go to
+//! files under `blobs/` that sled never syncs, so with `Durability::Fsync`
+//! the data file and new blob files are fsynced after it; transactions are
 //! optimistic and may re-run their closure, so closures have no side
-//! effects and no range scans.
+//! effects and no range scans (those happen before the transaction, and
+//! the transaction re-checks what they found).
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use prost::Message;
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-
-use super::keys::{JobKey, dedupe_key};
-use super::{
-    Committed, DeadLetter, DestId, DueJobs, JobState, NewEvent, Store, StoreError, StoredEvent,
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionalTree,
 };
-use crate::config::Durability;
+
+use super::keys::{
+    attempt_key, counter_key, dedupe_key, due_key, job_key, rank_of, read_due_key, read_job_key,
+    read_seq, seq_key,
+};
+use super::{
+    AttemptRecord, Committed, DeadLetter, DeadLetterFilter, DeliveryDetail, DestId, DestState,
+    DestTotals, DueJobs, EventDetail, EventQuery, EventSummary, JobRef, JobState, JobStatus,
+    NewEvent, Next, Page, PageRequest, QueueStats, Retention, Store, StoreError, StoredEvent,
+    Swept, Totals,
+};
+use crate::config::{Durability, StorageConfig};
 use crate::ids;
+
+/// Counter codes (the last byte of a counter key).
+mod counter {
+    pub const INGESTED: u8 = 1;
+    pub const DUPLICATES: u8 = 2;
+    pub const EXPIRED: u8 = 3;
+    pub const PENDING: u8 = 10;
+    pub const DELIVERED: u8 = 11;
+    pub const DEAD_LETTERED: u8 = 12;
+    pub const DEAD_NOW: u8 = 13;
+    pub const ATTEMPTS: u8 = 14;
+    pub const FAILED: u8 = 15;
+    pub const REDRIVEN: u8 = 16;
+    pub const PURGED: u8 = 17;
+}
+
+/// The most events one `list_events` call looks at, so that a filter that
+/// matches little cannot make one call scan everything; the page then
+/// comes back short, with a token to go on.
+const MAX_SCANNED: usize = 10_000;
+const DEFAULT_PAGE: usize = 100;
 
 pub struct SledStore {
     db: sled::Db,
-    /// sled's data file, fsynced after each flush when durability is fsync.
-    data_file: Option<File>,
+    /// Synced after each flush when durability is fsync.
+    sync: Option<Syncer>,
     path: PathBuf,
     /// seq → StoredEvent
     events: sled::Tree,
@@ -33,15 +68,66 @@ pub struct SledStore {
     event_ids: sled::Tree,
     /// dedupe_key(source, provider id) → event id
     dedupe: sled::Tree,
-    /// job_key(dest, seq) → JobState
+    /// job_key(seq, dest) → JobState
     jobs: sled::Tree,
-    /// due_key(dest, due, seq) → ()
+    /// due_key(dest, rank, seq) → ()
     due: sled::Tree,
-    /// job_key(dest, seq) → DeadLetter
+    /// attempt_key(seq, dest, n) → AttemptRecord
+    attempts: sled::Tree,
+    /// job_key(seq, dest) → DeadLetter
     dead: sled::Tree,
     /// destination name → DestId
     destinations: sled::Tree,
+    /// DestId → DestState
+    dest_state: sled::Tree,
+    /// counter_key(dest, code) → u64
+    counters: sled::Tree,
 }
+
+/// fsyncs sled's data file and the blob files it wrote since last time.
+struct Syncer {
+    data_file: File,
+    blobs: PathBuf,
+    synced_blobs: Mutex<HashSet<OsString>>,
+}
+
+impl Syncer {
+    fn sync(&self) -> std::io::Result<()> {
+        self.data_file.sync_data()?;
+        let Ok(dir) = std::fs::read_dir(&self.blobs) else {
+            return Ok(());
+        };
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut present = HashSet::new();
+        let mut new = false;
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                File::open(entry.path())?.sync_all()?;
+                new = true;
+            }
+            present.insert(name);
+        }
+        if new {
+            File::open(&self.blobs)?.sync_all()?;
+        }
+        *synced = present;
+        Ok(())
+    }
+}
+
+/// Why a transaction gave up on purpose.
+#[derive(Debug)]
+enum Abort {
+    /// What it was about to change is not in the expected state any more.
+    Stale,
+    Corrupt(&'static str, String),
+}
+
+type TxResult<T> = ConflictableTransactionResult<T, Abort>;
 
 fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
@@ -50,17 +136,116 @@ fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+fn tx_corrupt(
+    what: &'static str,
+    e: impl std::fmt::Display,
+) -> ConflictableTransactionError<Abort> {
+    ConflictableTransactionError::Abort(Abort::Corrupt(what, e.to_string()))
+}
+
+/// Ok(None) for a stale abort, the value otherwise.
+fn finish<T>(r: Result<T, TransactionError<Abort>>) -> Result<Option<T>, StoreError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(TransactionError::Abort(Abort::Stale)) => Ok(None),
+        Err(TransactionError::Abort(Abort::Corrupt(what, detail))) => {
+            Err(StoreError::Corrupt { what, detail })
+        }
+        Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+    }
+}
+
+/// The trees one transaction works on, by name.
+struct Tx<'a> {
+    events: &'a TransactionalTree,
+    event_ids: &'a TransactionalTree,
+    dedupe: &'a TransactionalTree,
+    jobs: &'a TransactionalTree,
+    due: &'a TransactionalTree,
+    attempts: &'a TransactionalTree,
+    dead: &'a TransactionalTree,
+    counters: &'a TransactionalTree,
+}
+
+impl Tx<'_> {
+    fn bump(&self, dest: DestId, code: u8, delta: i64) -> TxResult<()> {
+        let key = counter_key(dest, code);
+        let old = match self.counters.get(key)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|e| tx_corrupt("counter", e))?,
+            ),
+            None => 0,
+        };
+        let new = old.saturating_add_signed(delta);
+        self.counters.insert(&key, &new.to_be_bytes())?;
+        Ok(())
+    }
+
+    fn job(&self, job: JobRef) -> TxResult<Option<JobState>> {
+        match self.jobs.get(job_key(job))? {
+            None => Ok(None),
+            Some(v) => JobState::decode(v.as_ref())
+                .map(Some)
+                .map_err(|e| tx_corrupt("job", e)),
+        }
+    }
+
+    fn put_job(&self, state: &JobState) -> TxResult<()> {
+        let job = JobRef {
+            seq: state.seq,
+            dest: state.dest,
+        };
+        self.jobs
+            .insert(&job_key(job), state.encode_to_vec().as_slice())?;
+        Ok(())
+    }
+}
+
+/// The due-queue key of a pending job.
+fn due_key_of(state: &JobState) -> [u8; 20] {
+    let rank = if state.ordered {
+        0
+    } else {
+        rank_of(state.next_attempt_ms)
+    };
+    due_key(state.dest, rank, state.seq)
+}
+
+fn decode_u64(v: &[u8], what: &'static str) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(
+        v.try_into().map_err(|e| corrupt(what, e))?,
+    ))
+}
+
+fn page_limit(page: &PageRequest) -> usize {
+    if page.limit == 0 {
+        DEFAULT_PAGE
+    } else {
+        page.limit
+    }
+}
+
 impl SledStore {
-    pub fn open(path: &Path, durability: Durability) -> Result<SledStore, StoreError> {
+    pub fn open(
+        path: &Path,
+        durability: Durability,
+        storage: &StorageConfig,
+    ) -> Result<SledStore, StoreError> {
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(256 * 1024 * 1024)
-            // Commits flush explicitly; this only bounds how stale the
+            .cache_capacity(storage.cache_capacity_bytes)
+            // Ingest flushes explicitly; this only bounds how stale the
             // delivery bookkeeping can be after a crash.
-            .flush_every_ms(Some(1000))
+            .flush_every_ms(Some(storage.flush_every_ms.max(1)))
             .open()?;
-        let data_file = match durability {
-            Durability::Fsync => Some(File::open(path.join("db"))?),
+        let sync = match durability {
+            Durability::Fsync => Some(Syncer {
+                data_file: File::open(path.join("db"))?,
+                blobs: path.join("blobs"),
+                synced_blobs: Mutex::new(HashSet::new()),
+            }),
             Durability::Flush => None,
         };
         Ok(SledStore {
@@ -69,10 +254,13 @@ impl SledStore {
             dedupe: db.open_tree("dedupe")?,
             jobs: db.open_tree("jobs")?,
             due: db.open_tree("due")?,
+            attempts: db.open_tree("attempts")?,
             dead: db.open_tree("dead")?,
             destinations: db.open_tree("destinations")?,
+            dest_state: db.open_tree("dest_state")?,
+            counters: db.open_tree("counters")?,
             db,
-            data_file,
+            sync,
             path: path.to_path_buf(),
         })
     }
@@ -81,12 +269,35 @@ impl SledStore {
         &self.path
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        if let Some(f) = &self.data_file {
-            f.sync_data()?;
-        }
-        Ok(())
+    /// Runs `f` in one transaction over every tree it may touch.
+    fn transact<T>(
+        &self,
+        f: impl Fn(&Tx<'_>) -> TxResult<T>,
+    ) -> Result<T, TransactionError<Abort>> {
+        (
+            &self.events,
+            &self.event_ids,
+            &self.dedupe,
+            &self.jobs,
+            &self.due,
+            &self.attempts,
+            &self.dead,
+            &self.counters,
+        )
+            .transaction(
+                |(events, event_ids, dedupe, jobs, due, attempts, dead, counters)| {
+                    f(&Tx {
+                        events,
+                        event_ids,
+                        dedupe,
+                        jobs,
+                        due,
+                        attempts,
+                        dead,
+                        counters,
+                    })
+                },
+            )
     }
 
     fn commit_one(&self, new: NewEvent) -> Result<Committed, StoreError> {
@@ -100,54 +311,199 @@ impl SledStore {
             seq,
             event: Some(new.event),
             stored_at_ms: new.now_ms,
+            destinations: new.destinations.iter().map(|r| r.dest).collect(),
         }
         .encode_to_vec();
-        let state = JobState {
-            created_ms: new.now_ms,
-            ..Default::default()
-        }
-        .encode_to_vec();
-        let due_ms = u64::try_from(new.now_ms).unwrap_or(0);
+        let jobs: Vec<(JobState, [u8; 20])> = new
+            .destinations
+            .iter()
+            .map(|r| {
+                let state = JobState {
+                    seq,
+                    dest: r.dest,
+                    status: JobStatus::Pending as i32,
+                    ordered: r.ordered,
+                    next_attempt_ms: new.now_ms,
+                    created_ms: new.now_ms,
+                    ..Default::default()
+                };
+                let due = due_key_of(&state);
+                (state, due)
+            })
+            .collect();
 
-        let result = (
-            &self.events,
-            &self.event_ids,
-            &self.dedupe,
-            &self.jobs,
-            &self.due,
-        )
-            .transaction(|(events, event_ids, dedupe_tree, jobs, due)| {
+        let result = self.transact(|tx| {
+            if let Some(k) = &dedupe {
+                if let Some(first) = tx.dedupe.get(k)? {
+                    tx.bump(0, counter::DUPLICATES, 1)?;
+                    return Ok(Committed {
+                        event_id: String::from_utf8_lossy(&first).into_owned(),
+                        duplicate: true,
+                    });
+                }
+                tx.dedupe.insert(k.as_slice(), id.as_bytes())?;
+            }
+            tx.events.insert(&seq_key(seq), record.as_slice())?;
+            tx.event_ids.insert(id.as_bytes(), &seq_key(seq))?;
+            for (state, due) in &jobs {
+                tx.put_job(state)?;
+                tx.due.insert(due, &[])?;
+                tx.bump(state.dest, counter::PENDING, 1)?;
+            }
+            tx.bump(0, counter::INGESTED, 1)?;
+            Ok(Committed {
+                event_id: id.clone(),
+                duplicate: false,
+            })
+        });
+        finish(result)?.ok_or_else(|| corrupt("commit", "aborted"))
+    }
+
+    fn decode_event(v: &[u8]) -> Result<StoredEvent, StoreError> {
+        StoredEvent::decode(v).map_err(|e| corrupt("event", e))
+    }
+
+    fn jobs_of(&self, event: &StoredEvent) -> Result<Vec<JobState>, StoreError> {
+        let mut out = Vec::with_capacity(event.destinations.len());
+        for &dest in &event.destinations {
+            if let Some(j) = self.job(JobRef {
+                seq: event.seq,
+                dest,
+            })? {
+                out.push(j);
+            }
+        }
+        Ok(out)
+    }
+
+    fn event_seq(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        self.event_ids
+            .get(id.as_bytes())?
+            .map(|v| decode_u64(&v, "event id index"))
+            .transpose()
+    }
+
+    /// Every dead letter the filter selects, newest first.
+    fn matching_dead(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut out = Vec::new();
+        if filter.event_ids.is_empty() {
+            for entry in self.dead.iter().rev() {
+                let (_, v) = entry?;
+                let letter =
+                    DeadLetter::decode(v.as_ref()).map_err(|e| corrupt("dead letter", e))?;
+                if dead_matches(filter, &letter) {
+                    out.push(letter);
+                }
+            }
+            return Ok(out);
+        }
+        for id in &filter.event_ids {
+            let Some(seq) = self.event_seq(id)? else {
+                continue;
+            };
+            for entry in self.dead.scan_prefix(seq_key(seq)) {
+                let (_, v) = entry?;
+                let letter =
+                    DeadLetter::decode(v.as_ref()).map_err(|e| corrupt("dead letter", e))?;
+                if dead_matches(filter, &letter) {
+                    out.push(letter);
+                }
+            }
+        }
+        out.sort_by_key(|l| std::cmp::Reverse((l.seq, l.dest)));
+        out.dedup_by_key(|l| (l.seq, l.dest));
+        Ok(out)
+    }
+
+    /// When every job of the event is finished, the time it may go.
+    fn removable_at(
+        jobs: &[Option<JobState>],
+        event: &StoredEvent,
+        retention: Retention,
+    ) -> Option<i64> {
+        let mut at = event.stored_at_ms.saturating_add(retention.delivered_ms);
+        for job in jobs {
+            let job = job.as_ref()?;
+            let keep = match job.job_status() {
+                JobStatus::Pending => return None,
+                JobStatus::Delivered | JobStatus::Purged => retention.delivered_ms,
+                JobStatus::Dead => retention.dead_letters_ms,
+            };
+            at = at.max(job.finished_ms.saturating_add(keep));
+        }
+        Some(at)
+    }
+
+    fn remove_event(
+        &self,
+        event: &StoredEvent,
+        now_ms: i64,
+        retention: Retention,
+    ) -> Result<bool, StoreError> {
+        let refs: Vec<JobRef> = event
+            .destinations
+            .iter()
+            .map(|&dest| JobRef {
+                seq: event.seq,
+                dest,
+            })
+            .collect();
+        let attempt_keys: Vec<sled::IVec> = self
+            .attempts
+            .scan_prefix(seq_key(event.seq))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let dedupe = event
+            .event
+            .as_ref()
+            .filter(|e| !e.provider_event_id.is_empty())
+            .map(|e| dedupe_key(&e.source, &e.provider_event_id));
+        let result = self.transact(|tx| {
+            let mut jobs = Vec::with_capacity(refs.len());
+            for &r in &refs {
+                jobs.push(tx.job(r)?);
+            }
+            // Re-checked here: a redrive may have come in since the scan.
+            match Self::removable_at(&jobs, event, retention) {
+                Some(at) if at <= now_ms => {}
+                _ => return Err(ConflictableTransactionError::Abort(Abort::Stale)),
+            }
+            for (r, job) in refs.iter().zip(&jobs) {
+                tx.jobs.remove(&job_key(*r))?;
+                if job
+                    .as_ref()
+                    .is_some_and(|j| j.job_status() == JobStatus::Dead)
+                    && tx.dead.remove(&job_key(*r))?.is_some()
+                {
+                    tx.bump(r.dest, counter::DEAD_NOW, -1)?;
+                }
+            }
+            for k in &attempt_keys {
+                tx.attempts.remove(k)?;
+            }
+            if tx
+                .event_ids
+                .get(event.id.as_bytes())?
+                .is_some_and(|v| v.as_ref() == seq_key(event.seq))
+            {
+                tx.event_ids.remove(event.id.as_bytes())?;
                 if let Some(k) = &dedupe {
-                    if let Some(first) = dedupe_tree.get(k)? {
-                        return Ok(Committed {
-                            event_id: String::from_utf8_lossy(&first).into_owned(),
-                            duplicate: true,
-                        });
-                    }
-                    dedupe_tree.insert(k.as_slice(), id.as_bytes())?;
+                    tx.dedupe.remove(k.as_slice())?;
                 }
-                events.insert(&seq.to_be_bytes(), record.as_slice())?;
-                event_ids.insert(id.as_bytes(), &seq.to_be_bytes())?;
-                for &dest in &new.destinations {
-                    let job = JobKey { dest, due_ms, seq };
-                    jobs.insert(&job.job_key(), state.as_slice())?;
-                    due.insert(&job.due_key(), &[])?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(Committed {
-                    event_id: id.clone(),
-                    duplicate: false,
-                })
-            });
-        result.map_err(unabortable)
+            }
+            tx.events.remove(&seq_key(event.seq))?;
+            tx.bump(0, counter::EXPIRED, 1)?;
+            Ok(())
+        });
+        Ok(finish(result)?.is_some())
     }
 }
 
-/// Our closures never abort, so only storage errors come out.
-fn unabortable(e: TransactionError<()>) -> StoreError {
-    match e {
-        TransactionError::Storage(e) => StoreError::Sled(e),
-        TransactionError::Abort(()) => corrupt("transaction", "aborted"),
-    }
+fn dead_matches(filter: &DeadLetterFilter, letter: &DeadLetter) -> bool {
+    filter.dest.is_none_or(|d| d == letter.dest)
+        && filter.source.as_ref().is_none_or(|s| *s == letter.source)
+        && filter.since_ms.is_none_or(|t| letter.dead_at_ms >= t)
+        && filter.until_ms.is_none_or(|t| letter.dead_at_ms < t)
 }
 
 impl Store for SledStore {
@@ -158,6 +514,22 @@ impl Store for SledStore {
             .collect::<Result<Vec<_>, _>>()?;
         self.flush()?;
         Ok(committed)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        if let Some(s) = &self.sync {
+            s.sync()?;
+        }
+        Ok(())
+    }
+
+    fn available_space(&self) -> Result<u64, StoreError> {
+        Ok(fs2::available_space(&self.path)?)
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
     }
 
     fn destination_id(&self, name: &str) -> Result<DestId, StoreError> {
@@ -176,12 +548,70 @@ impl Store for SledStore {
         Ok(id)
     }
 
+    fn destinations(&self) -> Result<Vec<(String, DestId)>, StoreError> {
+        self.destinations
+            .iter()
+            .map(|entry| {
+                let (k, v) = entry?;
+                let id: [u8; 4] = v
+                    .as_ref()
+                    .try_into()
+                    .map_err(|e| corrupt("destination id", e))?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    u32::from_be_bytes(id),
+                ))
+            })
+            .collect()
+    }
+
+    fn destination_state(&self, dest: DestId) -> Result<DestState, StoreError> {
+        match self.dest_state.get(dest.to_be_bytes())? {
+            None => Ok(DestState::default()),
+            Some(v) => DestState::decode(v.as_ref()).map_err(|e| corrupt("destination state", e)),
+        }
+    }
+
+    fn set_paused(&self, dest: DestId, paused: bool, now_ms: i64) -> Result<(), StoreError> {
+        let state = DestState {
+            paused,
+            changed_ms: now_ms,
+        };
+        self.dest_state
+            .insert(dest.to_be_bytes(), state.encode_to_vec())?;
+        self.flush()
+    }
+
+    fn queue_stats(&self, dest: DestId) -> Result<QueueStats, StoreError> {
+        let depth = match self.counters.get(counter_key(dest, counter::PENDING))? {
+            Some(v) => decode_u64(&v, "counter")?,
+            None => 0,
+        };
+        let oldest_due_ms = match self.due.scan_prefix(dest.to_be_bytes()).next() {
+            None => None,
+            Some(entry) => {
+                let (k, _) = entry?;
+                let (_, rank, seq) =
+                    read_due_key(&k).ok_or_else(|| corrupt("due key", "wrong length"))?;
+                if rank == 0 {
+                    self.job(JobRef { seq, dest })?.map(|j| j.next_attempt_ms)
+                } else {
+                    i64::try_from(rank).ok()
+                }
+            }
+        };
+        Ok(QueueStats {
+            depth,
+            oldest_due_ms,
+        })
+    }
+
     fn due(
         &self,
         dest: DestId,
-        now_ms: u64,
+        now_ms: i64,
         limit: usize,
-        in_flight: &dyn Fn(&JobKey) -> bool,
+        in_flight: &dyn Fn(&JobRef) -> bool,
     ) -> Result<DueJobs, StoreError> {
         let mut out = DueJobs::default();
         for entry in self.due.scan_prefix(dest.to_be_bytes()) {
@@ -189,12 +619,22 @@ impl Store for SledStore {
                 break;
             }
             let (k, _) = entry?;
-            let job = JobKey::from_due_key(&k).ok_or_else(|| corrupt("due key", "wrong length"))?;
+            let (_, rank, seq) =
+                read_due_key(&k).ok_or_else(|| corrupt("due key", "wrong length"))?;
+            let job = JobRef { seq, dest };
             if in_flight(&job) {
                 continue;
             }
-            if job.due_ms > now_ms {
-                out.next_due_ms = Some(job.due_ms);
+            // Rank 0: an ordered job, whose due time is in its state. Either
+            // way the first job not yet due ends the scan: for time-ranked
+            // jobs the rest are later, for ordered ones they wait behind it.
+            let due_ms = if rank == 0 {
+                self.job(job)?.map_or(0, |j| j.next_attempt_ms)
+            } else {
+                i64::try_from(rank).unwrap_or(i64::MAX)
+            };
+            if due_ms > now_ms {
+                out.next_due_ms = Some(due_ms);
                 break;
             }
             out.ready.push(job);
@@ -203,16 +643,14 @@ impl Store for SledStore {
     }
 
     fn event(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
-        match self.events.get(seq.to_be_bytes())? {
+        match self.events.get(seq_key(seq))? {
             None => Ok(None),
-            Some(v) => StoredEvent::decode(v.as_ref())
-                .map(Some)
-                .map_err(|e| corrupt("event", e)),
+            Some(v) => Self::decode_event(&v).map(Some),
         }
     }
 
-    fn job(&self, job: &JobKey) -> Result<Option<JobState>, StoreError> {
-        match self.jobs.get(job.job_key())? {
+    fn job(&self, job: JobRef) -> Result<Option<JobState>, StoreError> {
+        match self.jobs.get(job_key(job))? {
             None => Ok(None),
             Some(v) => JobState::decode(v.as_ref())
                 .map(Some)
@@ -220,169 +658,372 @@ impl Store for SledStore {
         }
     }
 
-    fn delivered(&self, job: &JobKey) -> Result<(), StoreError> {
-        (&self.jobs, &self.due)
-            .transaction(|(jobs, due)| {
-                jobs.remove(&job.job_key())?;
-                due.remove(&job.due_key())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(unabortable)
-    }
-
-    fn reschedule(
+    fn record_attempt(
         &self,
-        job: &JobKey,
-        state: &JobState,
-        next_due_ms: u64,
+        job: JobRef,
+        attempt: &AttemptRecord,
+        next: Next,
     ) -> Result<(), StoreError> {
-        let next = JobKey {
-            due_ms: next_due_ms,
-            ..*job
+        let event = self.event(job.seq)?;
+        let ended_ms = attempt
+            .started_ms
+            .saturating_add(i64::from(attempt.duration_ms));
+        let result = self.transact(|tx| {
+            let Some(mut state) = tx.job(job)? else {
+                return Err(ConflictableTransactionError::Abort(Abort::Stale));
+            };
+            if state.job_status() != JobStatus::Pending {
+                return Err(ConflictableTransactionError::Abort(Abort::Stale));
+            }
+            tx.due.remove(&due_key_of(&state))?;
+            state.attempts += 1;
+            state.round_attempts += 1;
+            if state.round_started_ms == 0 {
+                state.round_started_ms = attempt.started_ms;
+            }
+            state.last_status = attempt.status;
+            state.last_error = attempt.error.clone();
+            state.last_attempt_ms = attempt.started_ms;
+            let record = AttemptRecord {
+                n: state.attempts,
+                outcome: next.outcome().to_string(),
+                ..attempt.clone()
+            };
+            tx.attempts.insert(
+                &attempt_key(job, state.attempts),
+                record.encode_to_vec().as_slice(),
+            )?;
+            tx.bump(job.dest, counter::ATTEMPTS, 1)?;
+            if next != Next::Delivered {
+                tx.bump(job.dest, counter::FAILED, 1)?;
+            }
+            match next {
+                Next::Delivered => {
+                    state.status = JobStatus::Delivered as i32;
+                    state.finished_ms = ended_ms;
+                    tx.bump(job.dest, counter::PENDING, -1)?;
+                    tx.bump(job.dest, counter::DELIVERED, 1)?;
+                }
+                Next::RetryAt(at) => {
+                    state.next_attempt_ms = at;
+                    tx.due.insert(&due_key_of(&state), &[])?;
+                }
+                Next::DeadLetter => {
+                    state.status = JobStatus::Dead as i32;
+                    state.finished_ms = ended_ms;
+                    let letter = DeadLetter {
+                        event_id: event.as_ref().map(|e| e.id.clone()).unwrap_or_default(),
+                        seq: job.seq,
+                        dest: job.dest,
+                        attempts: state.attempts,
+                        last_status: attempt.status,
+                        last_error: attempt.error.clone(),
+                        response_body: attempt.response_body.clone(),
+                        dead_at_ms: ended_ms,
+                        source: event
+                            .as_ref()
+                            .map(|e| e.source().to_string())
+                            .unwrap_or_default(),
+                        event_type: event
+                            .as_ref()
+                            .map(|e| e.event_type().to_string())
+                            .unwrap_or_default(),
+                        stored_at_ms: event.as_ref().map_or(0, |e| e.stored_at_ms),
+                    };
+                    tx.dead
+                        .insert(&job_key(job), letter.encode_to_vec().as_slice())?;
+                    tx.bump(job.dest, counter::PENDING, -1)?;
+                    tx.bump(job.dest, counter::DEAD_LETTERED, 1)?;
+                    tx.bump(job.dest, counter::DEAD_NOW, 1)?;
+                }
+            }
+            tx.put_job(&state)?;
+            Ok(())
+        });
+        finish(result).map(|_| ())
+    }
+
+    fn list_events(
+        &self,
+        query: &EventQuery,
+        page: &PageRequest,
+    ) -> Result<Page<EventSummary>, StoreError> {
+        let limit = page_limit(page);
+        let upper = match &page.token {
+            None => u64::MAX,
+            Some(t) => t.parse::<u64>().map_err(|_| StoreError::BadPageToken)?,
         };
-        let state = state.encode_to_vec();
-        (&self.jobs, &self.due)
-            .transaction(|(jobs, due)| {
-                due.remove(&job.due_key())?;
-                due.insert(&next.due_key(), &[])?;
-                jobs.insert(&job.job_key(), state.as_slice())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(unabortable)
+        let mut items = Vec::new();
+        let mut last_seq = None;
+        for (scanned, entry) in self.events.range(..seq_key(upper)).rev().enumerate() {
+            if items.len() >= limit || scanned >= MAX_SCANNED {
+                return Ok(Page {
+                    items,
+                    next_token: last_seq.map(|s: u64| s.to_string()),
+                });
+            }
+            let (_, v) = entry?;
+            let event = Self::decode_event(&v)?;
+            last_seq = Some(event.seq);
+            if query.until_ms.is_some_and(|t| event.stored_at_ms >= t) {
+                continue;
+            }
+            if query.since_ms.is_some_and(|t| event.stored_at_ms < t) {
+                // Sequence order is ingest order: everything further is older.
+                break;
+            }
+            if query.source.as_ref().is_some_and(|s| s != event.source())
+                || query
+                    .event_type
+                    .as_ref()
+                    .is_some_and(|g| !edgehook_rules::glob_match(g, event.event_type()))
+                || query.provider_event_id.as_ref().is_some_and(|p| {
+                    event
+                        .event
+                        .as_ref()
+                        .is_none_or(|e| e.provider_event_id != *p)
+                })
+                || query.dest.is_some_and(|d| !event.destinations.contains(&d))
+            {
+                continue;
+            }
+            let jobs = self.jobs_of(&event)?;
+            if let Some(status) = query.status
+                && !jobs
+                    .iter()
+                    .any(|j| j.job_status() == status && query.dest.is_none_or(|d| d == j.dest))
+            {
+                continue;
+            }
+            items.push(EventSummary { event, jobs });
+        }
+        Ok(Page {
+            items,
+            next_token: None,
+        })
     }
 
-    fn dead_letter(&self, job: &JobKey, letter: &DeadLetter) -> Result<(), StoreError> {
-        let letter = letter.encode_to_vec();
-        (&self.jobs, &self.due, &self.dead)
-            .transaction(|(jobs, due, dead)| {
-                jobs.remove(&job.job_key())?;
-                due.remove(&job.due_key())?;
-                dead.insert(&job.job_key(), letter.as_slice())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(unabortable)
+    fn get_event(&self, event_id: &str) -> Result<Option<EventDetail>, StoreError> {
+        let Some(seq) = self.event_seq(event_id)? else {
+            return Ok(None);
+        };
+        let Some(event) = self.event(seq)? else {
+            return Ok(None);
+        };
+        let mut deliveries = Vec::new();
+        for job in self.jobs_of(&event)? {
+            let r = JobRef {
+                seq,
+                dest: job.dest,
+            };
+            let attempts = self
+                .attempts
+                .scan_prefix(job_key(r))
+                .values()
+                .map(|v| AttemptRecord::decode(v?.as_ref()).map_err(|e| corrupt("attempt", e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let dead_letter = self
+                .dead
+                .get(job_key(r))?
+                .map(|v| DeadLetter::decode(v.as_ref()).map_err(|e| corrupt("dead letter", e)))
+                .transpose()?;
+            deliveries.push(DeliveryDetail {
+                job,
+                attempts,
+                dead_letter,
+            });
+        }
+        Ok(Some(EventDetail { event, deliveries }))
     }
 
-    fn dead_letters(&self, dest: DestId) -> Result<Vec<DeadLetter>, StoreError> {
-        self.dead
-            .scan_prefix(dest.to_be_bytes())
-            .map(|entry| {
-                let (_, v) = entry?;
-                DeadLetter::decode(v.as_ref()).map_err(|e| corrupt("dead letter", e))
-            })
-            .collect()
+    fn list_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        page: &PageRequest,
+    ) -> Result<Page<DeadLetter>, StoreError> {
+        let limit = page_limit(page);
+        if !filter.event_ids.is_empty() {
+            let mut items = self.matching_dead(filter)?;
+            items.truncate(limit);
+            return Ok(Page {
+                items,
+                next_token: None,
+            });
+        }
+        let upper = match &page.token {
+            None => [0xff; 12],
+            Some(t) => {
+                let (seq, dest) = t.split_once('.').ok_or(StoreError::BadPageToken)?;
+                job_key(JobRef {
+                    seq: seq.parse().map_err(|_| StoreError::BadPageToken)?,
+                    dest: dest.parse().map_err(|_| StoreError::BadPageToken)?,
+                })
+            }
+        };
+        let mut items = Vec::new();
+        for entry in self.dead.range(..upper).rev() {
+            let (k, v) = entry?;
+            if items.len() >= limit {
+                // Resume below the last one returned.
+                let next_token = items
+                    .last()
+                    .map(|l: &DeadLetter| format!("{}.{}", l.seq, l.dest));
+                return Ok(Page { items, next_token });
+            }
+            read_job_key(&k).ok_or_else(|| corrupt("dead letter key", "wrong length"))?;
+            let letter = DeadLetter::decode(v.as_ref()).map_err(|e| corrupt("dead letter", e))?;
+            if dead_matches(filter, &letter) {
+                items.push(letter);
+            }
+        }
+        Ok(Page {
+            items,
+            next_token: None,
+        })
     }
 
-    fn pending(&self, dest: DestId) -> Result<usize, StoreError> {
-        Ok(self.due.scan_prefix(dest.to_be_bytes()).count())
+    fn redrive(&self, filter: &DeadLetterFilter, now_ms: i64) -> Result<Vec<JobRef>, StoreError> {
+        let mut requeued = Vec::new();
+        for letter in self.matching_dead(filter)? {
+            let job = JobRef {
+                seq: letter.seq,
+                dest: letter.dest,
+            };
+            let result = self.transact(|tx| {
+                let Some(mut state) = tx.job(job)? else {
+                    return Err(ConflictableTransactionError::Abort(Abort::Stale));
+                };
+                if tx.dead.remove(&job_key(job))?.is_none() || state.job_status() != JobStatus::Dead
+                {
+                    return Err(ConflictableTransactionError::Abort(Abort::Stale));
+                }
+                state.status = JobStatus::Pending as i32;
+                state.round_attempts = 0;
+                state.round_started_ms = 0;
+                state.next_attempt_ms = now_ms;
+                state.finished_ms = 0;
+                tx.due.insert(&due_key_of(&state), &[])?;
+                tx.put_job(&state)?;
+                tx.bump(job.dest, counter::PENDING, 1)?;
+                tx.bump(job.dest, counter::DEAD_NOW, -1)?;
+                tx.bump(job.dest, counter::REDRIVEN, 1)?;
+                Ok(())
+            });
+            if finish(result)?.is_some() {
+                requeued.push(job);
+            }
+        }
+        if !requeued.is_empty() {
+            self.flush()?;
+        }
+        Ok(requeued)
+    }
+
+    fn purge_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        for letter in self.matching_dead(filter)? {
+            let job = JobRef {
+                seq: letter.seq,
+                dest: letter.dest,
+            };
+            let result = self.transact(|tx| {
+                let Some(mut state) = tx.job(job)? else {
+                    return Err(ConflictableTransactionError::Abort(Abort::Stale));
+                };
+                if tx.dead.remove(&job_key(job))?.is_none() {
+                    return Err(ConflictableTransactionError::Abort(Abort::Stale));
+                }
+                state.status = JobStatus::Purged as i32;
+                state.finished_ms = now_ms;
+                tx.put_job(&state)?;
+                tx.bump(job.dest, counter::DEAD_NOW, -1)?;
+                tx.bump(job.dest, counter::PURGED, 1)?;
+                Ok(())
+            });
+            if finish(result)?.is_some() {
+                purged += 1;
+            }
+        }
+        if purged > 0 {
+            self.flush()?;
+        }
+        Ok(purged)
+    }
+
+    fn totals(&self) -> Result<Totals, StoreError> {
+        let mut totals = Totals::default();
+        for entry in self.counters.iter() {
+            let (k, v) = entry?;
+            if k.len() != 5 {
+                return Err(corrupt("counter key", "wrong length"));
+            }
+            let dest = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
+            let n = decode_u64(&v, "counter")?;
+            if dest == 0 {
+                match k[4] {
+                    counter::INGESTED => totals.ingested = n,
+                    counter::DUPLICATES => totals.duplicates = n,
+                    counter::EXPIRED => totals.expired = n,
+                    _ => {}
+                }
+                continue;
+            }
+            let t: &mut DestTotals = totals.destinations.entry(dest).or_default();
+            match k[4] {
+                counter::PENDING => t.pending = n,
+                counter::DELIVERED => t.delivered = n,
+                counter::DEAD_LETTERED => t.dead_lettered = n,
+                counter::DEAD_NOW => t.dead_now = n,
+                counter::ATTEMPTS => t.attempts = n,
+                counter::FAILED => t.failed_attempts = n,
+                counter::REDRIVEN => t.redriven = n,
+                counter::PURGED => t.purged = n,
+                _ => {}
+            }
+        }
+        Ok(totals)
+    }
+
+    fn sweep(
+        &self,
+        now_ms: i64,
+        retention: Retention,
+        from_seq: u64,
+        budget: usize,
+    ) -> Result<Swept, StoreError> {
+        let newest_expirable =
+            now_ms.saturating_sub(retention.delivered_ms.min(retention.dead_letters_ms));
+        let mut swept = Swept::default();
+        for (looked, entry) in self.events.range(seq_key(from_seq)..).enumerate() {
+            let (k, v) = entry?;
+            let seq = read_seq(&k).ok_or_else(|| corrupt("event key", "wrong length"))?;
+            if looked >= budget {
+                swept.next_seq = Some(seq);
+                return Ok(swept);
+            }
+            let event = Self::decode_event(&v)?;
+            if event.stored_at_ms > newest_expirable {
+                // Sequence order is ingest order: the rest are newer still.
+                return Ok(swept);
+            }
+            let jobs = event
+                .destinations
+                .iter()
+                .map(|&dest| self.job(JobRef { seq, dest }))
+                .collect::<Result<Vec<_>, _>>()?;
+            if Self::removable_at(&jobs, &event, retention).is_some_and(|at| at <= now_ms)
+                && self.remove_event(&event, now_ms, retention)?
+            {
+                swept.removed += 1;
+            }
+        }
+        Ok(swept)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use edgehook_proto::v1::Event;
-
-    fn event(source: &str, provider_id: &str) -> Event {
-        Event {
-            source: source.into(),
-            provider_event_id: provider_id.into(),
-            body: b"{}".to_vec(),
-            ..Default::default()
-        }
-    }
-
-    fn open(dir: &Path) -> SledStore {
-        SledStore::open(dir, Durability::Fsync).unwrap()
-    }
-
-    #[test]
-    fn commit_writes_event_jobs_and_due_entries_that_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let ids = {
-            let store = open(dir.path());
-            let d = store.destination_id("a").unwrap();
-            store
-                .commit(vec![NewEvent {
-                    event: event("s", ""),
-                    destinations: vec![d],
-                    now_ms: 1000,
-                }])
-                .unwrap()
-        };
-        let store = open(dir.path());
-        assert_eq!(store.destination_id("a").unwrap(), 1);
-        let due = store.due(1, 1000, 10, &|_| false).unwrap();
-        assert_eq!(due.ready.len(), 1);
-        let stored = store.event(due.ready[0].seq).unwrap().unwrap();
-        assert_eq!(stored.id, ids[0].event_id);
-        assert_eq!(stored.event.unwrap().body, b"{}");
-    }
-
-    #[test]
-    fn same_provider_id_is_a_duplicate_with_the_first_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let d = store.destination_id("a").unwrap();
-        let mk = |src: &str| NewEvent {
-            event: event(src, "evt_9"),
-            destinations: vec![d],
-            now_ms: 5,
-        };
-        let out = store.commit(vec![mk("s"), mk("s"), mk("other")]).unwrap();
-        assert!(!out[0].duplicate && out[1].duplicate && !out[2].duplicate);
-        assert_eq!(out[0].event_id, out[1].event_id);
-        assert_ne!(out[0].event_id, out[2].event_id);
-        assert_eq!(store.pending(d).unwrap(), 2);
-    }
-
-    #[test]
-    fn due_respects_time_in_flight_and_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let d = store.destination_id("a").unwrap();
-        let batch = (0..3)
-            .map(|_| NewEvent {
-                event: event("s", ""),
-                destinations: vec![d],
-                now_ms: 100,
-            })
-            .collect();
-        store.commit(batch).unwrap();
-        let all = store.due(d, 100, 10, &|_| false).unwrap();
-        assert_eq!(all.ready.len(), 3);
-        let first = all.ready[0];
-        store
-            .reschedule(
-                &first,
-                &JobState {
-                    attempts: 1,
-                    ..Default::default()
-                },
-                500,
-            )
-            .unwrap();
-        let now = store.due(d, 100, 10, &|_| false).unwrap();
-        assert_eq!((now.ready.len(), now.next_due_ms), (2, Some(500)));
-        let skip = now.ready[0];
-        let rest = store.due(d, 100, 1, &|k| *k == skip).unwrap();
-        assert_eq!(rest.ready, vec![now.ready[1]]);
-        let moved = JobKey {
-            due_ms: 500,
-            ..first
-        };
-        assert_eq!(store.job(&moved).unwrap().unwrap().attempts, 1);
-        store.delivered(&now.ready[0]).unwrap();
-        store
-            .dead_letter(
-                &now.ready[1],
-                &DeadLetter {
-                    event_id: "x".into(),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        assert_eq!(store.pending(d).unwrap(), 1);
-        assert_eq!(store.dead_letters(d).unwrap().len(), 1);
-    }
-}
+mod tests;

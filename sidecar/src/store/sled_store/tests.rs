@@ -1,0 +1,1 @@
+//! The sled store against real files in a temporary directory.
