@@ -1,7 +1,7 @@
 //! The sidecar's configuration file (TOML). Every field has a default, and
-//! the defaults run the demo; `docs/sidecar.md` documents each one. Secrets
-//! are inline or `{ env = "NAME" }`; their values never appear in errors or
-//! `Debug` output.
+//! the defaults run the demo; the README's "Sidecar configuration" section
+//! documents each one. Secrets are inline or `{ env = "NAME" }`; their
+//! values never appear in errors or `Debug` output.
 
 use std::collections::BTreeMap;
 use std::fmt;

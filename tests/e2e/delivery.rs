@@ -276,3 +276,24 @@ async fn an_ordered_destination_delivers_in_ingest_order_and_a_failure_holds_the
     assert_eq!(order[3..], sent[1..]);
     assert_eq!(receiver.max_concurrent(), 1);
 }
+
+#[tokio::test]
+async fn sigterm_lets_an_attempt_in_flight_finish_and_records_it() {
+    let receiver = Receiver::start().await;
+    receiver.script([Respond::Slow(200, Duration::from_millis(700))]);
+    let (mut sidecar, envoy) = start(&destination("r", &receiver.url("/in"), FAST_RETRY)).await;
+    let first = send(&envoy, "msg_term_1", b"{}").await;
+    eventually("the attempt to be in flight", || {
+        (receiver.max_concurrent() >= 1).then_some(())
+    })
+    .await;
+    let status = sidecar.stop().await;
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+    assert_eq!(ids(&receiver.delivered()), [first.clone()]);
+
+    // After the restart the finished attempt is not made again.
+    sidecar.restart().await;
+    let second = send(&envoy, "msg_term_2", b"{}").await;
+    receiver.wait_delivered(2).await;
+    assert_eq!(ids(&receiver.requests()), [first, second]);
+}

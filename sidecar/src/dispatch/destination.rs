@@ -131,9 +131,13 @@ pub async fn run<T: Transport + Clone>(
     let mut in_flight: JoinSet<Done> = JoinSet::new();
     let mut running: HashSet<JobRef> = HashSet::new();
     let mut breaker = Breaker::new(dest.breaker);
-    let mut rate = dest
-        .rate
-        .map(|r| RateLimiter::new(r.per_second, r.burst.unwrap_or(0), Instant::now()));
+    let mut rate = dest.rate.map(|r| {
+        // The default burst is one second's worth.
+        let burst = r
+            .burst
+            .unwrap_or_else(|| r.per_second.ceil().min(f64::from(u32::MAX)) as u32);
+        RateLimiter::new(r.per_second, burst, Instant::now())
+    });
     let mut last_state = BreakerState::Closed;
     loop {
         let now = Instant::now();
@@ -363,6 +367,15 @@ fn record<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::sync::Mutex;
+
+    use edgehook_proto::v1::Event;
+
+    use crate::config::{DestinationConfig, Durability, StorageConfig};
+    use crate::dispatch::attempt::Outbound;
+    use crate::store::{NewEvent, RoutedTo, SledStore};
 
     fn policy() -> RetryPolicy {
         (&crate::config::RetryConfig::default()).into()
@@ -391,5 +404,113 @@ mod tests {
             Next::DeadLetter,
             "the attempt budget is spent"
         );
+    }
+
+    /// Answers from a script (then 200) and notes when each call came, on
+    /// tokio's clock.
+    #[derive(Clone, Default)]
+    struct Scripted {
+        answers: Arc<Mutex<VecDeque<u16>>>,
+        calls: Arc<Mutex<Vec<Instant>>>,
+        called: Arc<Notify>,
+    }
+
+    impl Transport for Scripted {
+        fn send(&self, _request: Outbound) -> impl Future<Output = AttemptResult> + Send {
+            let me = self.clone();
+            async move {
+                me.calls.lock().unwrap().push(Instant::now());
+                me.called.notify_waiters();
+                let status = me.answers.lock().unwrap().pop_front().unwrap_or(200);
+                AttemptResult::Response {
+                    status,
+                    retry_after: None,
+                    body: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// Runs one destination loop over a real store holding one event, and
+    /// returns the times of the first `n` attempts, relative to the first.
+    async fn attempt_times(config: &str, answers: &[u16], n: usize) -> Vec<Duration> {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SledStore::open(dir.path(), Durability::Flush, &StorageConfig::default()).unwrap(),
+        );
+        let c: DestinationConfig = toml::from_str(&format!(
+            "name = \"d\"\nurl = \"http://127.0.0.1:1/\"\n{config}"
+        ))
+        .unwrap();
+        let dest = Arc::new(Destination::from_config(1, &c).unwrap());
+        let clock = Clock::system();
+        store
+            .commit(vec![NewEvent {
+                event: Event {
+                    source: "s".into(),
+                    ..Default::default()
+                },
+                destinations: vec![RoutedTo {
+                    dest: 1,
+                    ordered: false,
+                }],
+                now_ms: clock.now_ms(),
+            }])
+            .unwrap();
+        let transport = Scripted::default();
+        transport.answers.lock().unwrap().extend(answers);
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            store,
+            transport: transport.clone(),
+            clock,
+            feed: Feed::default(),
+            shutdown: shutdown.clone(),
+            grace: Duration::from_secs(1),
+        });
+        let task = tokio::spawn(run(dest, shared, Arc::new(Notify::new())));
+        loop {
+            let called = transport.called.notified();
+            if transport.calls.lock().unwrap().len() >= n {
+                break;
+            }
+            called.await;
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+        let calls = transport.calls.lock().unwrap();
+        calls.iter().map(|t| *t - calls[0]).collect()
+    }
+
+    fn near(got: &[Duration], want_ms: &[u64]) -> bool {
+        got.len() == want_ms.len()
+            && got
+                .iter()
+                .zip(want_ms)
+                .all(|(g, w)| g.as_millis().abs_diff(u128::from(*w)) <= 5)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_follows_an_explicit_schedule() {
+        let got = attempt_times(
+            "retry = { schedule_ms = [1000, 2000, 4000], max_delay_ms = 10000 }",
+            &[503, 503, 503],
+            4,
+        )
+        .await;
+        assert!(near(&got, &[0, 1_000, 3_000, 7_000]), "{got:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_spends_no_attempts_and_probes_after_a_growing_cooldown() {
+        let got = attempt_times(
+            "retry = { schedule_ms = [100, 100, 100, 100, 100, 100], max_delay_ms = 1000 }\n\
+             breaker = { failures = 2, cooldown_ms = 10000, max_cooldown_ms = 60000 }",
+            &[503, 503, 503, 503],
+            5,
+        )
+        .await;
+        // Two failures open it for 10 s; each failed probe doubles that.
+        assert!(near(&got, &[0, 100, 10_100, 30_100, 70_100]), "{got:?}");
     }
 }
