@@ -289,7 +289,7 @@ async fn sigterm_lets_an_attempt_in_flight_finish_and_records_it() {
     .await;
     let status = sidecar.stop().await;
     assert!(status.success(), "graceful shutdown exits 0: {status}");
-    assert_eq!(ids(&receiver.delivered()), [first.clone()]);
+    assert_eq!(ids(&receiver.delivered()), std::slice::from_ref(&first));
 
     // After the restart the finished attempt is not made again.
     sidecar.restart().await;
