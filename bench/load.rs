@@ -102,11 +102,12 @@ pub async fn publish(
     max_events: u64,
     body: Vec<u8>,
 ) -> IngestResult {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{ingest_port}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{ingest_port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
     let (acked, failed, issued) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
