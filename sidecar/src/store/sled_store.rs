@@ -155,6 +155,15 @@ fn finish<T>(r: Result<T, TransactionError<Abort>>) -> Result<Option<T>, StoreEr
     }
 }
 
+/// A new event, ready to be written.
+struct Prepared {
+    id: String,
+    seq: u64,
+    record: Vec<u8>,
+    jobs: Vec<(JobState, [u8; 20])>,
+    dedupe: Option<Vec<u8>>,
+}
+
 /// The trees one transaction works on, by name.
 struct Tx<'a> {
     events: &'a TransactionalTree,
@@ -300,7 +309,9 @@ impl SledStore {
             )
     }
 
-    fn commit_one(&self, new: NewEvent) -> Result<Committed, StoreError> {
+    /// Everything about a new event that can be worked out before the
+    /// transaction: ids, the encoded record, the jobs and their due keys.
+    fn prepare(&self, new: NewEvent) -> Result<Prepared, StoreError> {
         let source = new.event.source.clone();
         let provider_id = new.event.provider_event_id.clone();
         let dedupe = (!provider_id.is_empty()).then(|| dedupe_key(&source, &provider_id));
@@ -314,7 +325,7 @@ impl SledStore {
             destinations: new.destinations.iter().map(|r| r.dest).collect(),
         }
         .encode_to_vec();
-        let jobs: Vec<(JobState, [u8; 20])> = new
+        let jobs = new
             .destinations
             .iter()
             .map(|r| {
@@ -331,32 +342,42 @@ impl SledStore {
                 (state, due)
             })
             .collect();
+        Ok(Prepared {
+            id,
+            seq,
+            record,
+            jobs,
+            dedupe,
+        })
+    }
 
-        let result = self.transact(|tx| {
-            if let Some(k) = &dedupe {
-                if let Some(first) = tx.dedupe.get(k)? {
-                    tx.bump(0, counter::DUPLICATES, 1)?;
-                    return Ok(Committed {
-                        event_id: String::from_utf8_lossy(&first).into_owned(),
-                        duplicate: true,
-                    });
-                }
-                tx.dedupe.insert(k.as_slice(), id.as_bytes())?;
+    /// Writes one prepared event inside a transaction: the event, its id
+    /// index, its jobs in the due-queue and its dedupe key together, or
+    /// nothing but a duplicate count when the dedupe key is there already
+    /// (also when an earlier event of the same transaction wrote it).
+    fn write_new(tx: &Tx<'_>, p: &Prepared) -> TxResult<Committed> {
+        if let Some(k) = &p.dedupe {
+            if let Some(first) = tx.dedupe.get(k)? {
+                tx.bump(0, counter::DUPLICATES, 1)?;
+                return Ok(Committed {
+                    event_id: String::from_utf8_lossy(&first).into_owned(),
+                    duplicate: true,
+                });
             }
-            tx.events.insert(&seq_key(seq), record.as_slice())?;
-            tx.event_ids.insert(id.as_bytes(), &seq_key(seq))?;
-            for (state, due) in &jobs {
-                tx.put_job(state)?;
-                tx.due.insert(due, &[])?;
-                tx.bump(state.dest, counter::PENDING, 1)?;
-            }
-            tx.bump(0, counter::INGESTED, 1)?;
-            Ok(Committed {
-                event_id: id.clone(),
-                duplicate: false,
-            })
-        });
-        finish(result)?.ok_or_else(|| corrupt("commit", "aborted"))
+            tx.dedupe.insert(k.as_slice(), p.id.as_bytes())?;
+        }
+        tx.events.insert(&seq_key(p.seq), p.record.as_slice())?;
+        tx.event_ids.insert(p.id.as_bytes(), &seq_key(p.seq))?;
+        for (state, due) in &p.jobs {
+            tx.put_job(state)?;
+            tx.due.insert(due, &[])?;
+            tx.bump(state.dest, counter::PENDING, 1)?;
+        }
+        tx.bump(0, counter::INGESTED, 1)?;
+        Ok(Committed {
+            event_id: p.id.clone(),
+            duplicate: false,
+        })
     }
 
     fn decode_event(v: &[u8]) -> Result<StoredEvent, StoreError> {
@@ -508,10 +529,15 @@ fn dead_matches(filter: &DeadLetterFilter, letter: &DeadLetter) -> bool {
 
 impl Store for SledStore {
     fn commit(&self, batch: Vec<NewEvent>) -> Result<Vec<Committed>, StoreError> {
-        let committed = batch
+        let prepared = batch
             .into_iter()
-            .map(|new| self.commit_one(new))
+            .map(|new| self.prepare(new))
             .collect::<Result<Vec<_>, _>>()?;
+        // One transaction for the whole batch: each event is still all or
+        // nothing, and sled's per-transaction cost (it serialises commits)
+        // is paid once per batch instead of once per event.
+        let result = self.transact(|tx| prepared.iter().map(|p| Self::write_new(tx, p)).collect());
+        let committed = finish(result)?.ok_or_else(|| corrupt("commit", "aborted"))?;
         self.flush()?;
         Ok(committed)
     }

@@ -356,3 +356,18 @@ fn list_events_is_newest_first_filtered_and_paged() {
         Err(StoreError::BadPageToken)
     ));
 }
+
+#[test]
+fn a_duplicate_inside_one_batch_is_caught_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let new = |now_ms| NewEvent {
+        event: event("stripe", "evt_9", "a"),
+        destinations: to(&[1]),
+        now_ms,
+    };
+    let out = store.commit(vec![new(1_000), new(1_001)]).unwrap();
+    assert!(!out[0].duplicate && out[1].duplicate);
+    assert_eq!(out[0].event_id, out[1].event_id);
+    assert_eq!(all_due(&store, 1, 5_000).len(), 1);
+}
