@@ -772,6 +772,11 @@ impl Envoy {
             let _ = child.wait();
         }
     }
+
+    /// The Envoy process, for reading its memory.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 impl Drop for Envoy {

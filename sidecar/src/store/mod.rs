@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 pub use keys::{DestId, JobRef};
 pub use records::{AttemptRecord, DeadLetter, DestState, JobState, JobStatus, StoredEvent};
-pub use sled_store::SledStore;
+pub use sled_store::{LEDGER_FILE, SledStore};
 
 use edgehook_proto::v1::Event;
 
@@ -26,6 +26,11 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
     #[error("invalid page token")]
     BadPageToken,
+    #[error(
+        "the storage is damaged: {committed} events were committed but only {held} are there; \
+         refusing to serve with silent loss (see \"Recovering damaged storage\" in the README)"
+    )]
+    Damaged { committed: u64, held: u64 },
 }
 
 /// Where a new event goes: one job per destination.

@@ -82,6 +82,63 @@ pub struct SledStore {
     dest_state: sled::Tree,
     /// counter_key(dest, code) → u64
     counters: sled::Tree,
+    ledger: Ledger,
+}
+
+/// How many events were ever committed, kept in a file of its own and
+/// written after each commit's flush. sled recovers a damaged log by
+/// stopping at the damage, which would silently drop committed events; the
+/// ledger is what notices: on open, the store must hold at least as many
+/// events as the ledger says were committed.
+struct Ledger {
+    file: File,
+    fsync: bool,
+    written: Mutex<u64>,
+}
+
+/// The ledger's file name inside the data directory.
+pub const LEDGER_FILE: &str = "edgehook.ledger";
+
+impl Ledger {
+    fn open(dir: &Path, fsync: bool) -> std::io::Result<(Ledger, u64)> {
+        let path = dir.join(LEDGER_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        let mut bytes = [0u8; 8];
+        let recorded = match std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, 0) {
+            Ok(()) => u64::from_be_bytes(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(e),
+        };
+        Ok((
+            Ledger {
+                file,
+                fsync,
+                written: Mutex::new(recorded),
+            },
+            recorded,
+        ))
+    }
+
+    fn record(&self, committed: u64) -> std::io::Result<()> {
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *written == committed {
+            return Ok(());
+        }
+        std::os::unix::fs::FileExt::write_all_at(&self.file, &committed.to_be_bytes(), 0)?;
+        if self.fsync {
+            self.file.sync_data()?;
+        }
+        *written = committed;
+        Ok(())
+    }
 }
 
 /// fsyncs sled's data file and the blob files it wrote since last time.
@@ -257,7 +314,20 @@ impl SledStore {
             }),
             Durability::Flush => None,
         };
+        let counters = db.open_tree("counters")?;
+        let (ledger, recorded) = Ledger::open(path, durability == Durability::Fsync)?;
+        let held = match counters.get(counter_key(0, counter::INGESTED))? {
+            Some(v) => decode_u64(&v, "counter")?,
+            None => 0,
+        };
+        if held < recorded {
+            return Err(StoreError::Damaged {
+                committed: recorded,
+                held,
+            });
+        }
         Ok(SledStore {
+            ledger,
             events: db.open_tree("events")?,
             event_ids: db.open_tree("event_ids")?,
             dedupe: db.open_tree("dedupe")?,
@@ -267,7 +337,7 @@ impl SledStore {
             dead: db.open_tree("dead")?,
             destinations: db.open_tree("destinations")?,
             dest_state: db.open_tree("dest_state")?,
-            counters: db.open_tree("counters")?,
+            counters,
             db,
             sync,
             path: path.to_path_buf(),
@@ -539,6 +609,11 @@ impl Store for SledStore {
         let result = self.transact(|tx| prepared.iter().map(|p| Self::write_new(tx, p)).collect());
         let committed = finish(result)?.ok_or_else(|| corrupt("commit", "aborted"))?;
         self.flush()?;
+        let ingested = match self.counters.get(counter_key(0, counter::INGESTED))? {
+            Some(v) => decode_u64(&v, "counter")?,
+            None => 0,
+        };
+        self.ledger.record(ingested)?;
         Ok(committed)
     }
 

@@ -371,3 +371,36 @@ fn a_duplicate_inside_one_batch_is_caught_too() {
     assert_eq!(out[0].event_id, out[1].event_id);
     assert_eq!(all_due(&store, 1, 5_000).len(), 1);
 }
+
+#[test]
+fn damage_that_loses_committed_events_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let store = open(&dir);
+        for i in 0..200 {
+            commit(&store, event("s", &format!("e{i}"), "t"), &[1], 1_000);
+        }
+    }
+    // Flip bytes in the middle of sled's log: sled itself would open and
+    // serve what comes before the damage.
+    let db = data.join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 64] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let refused = SledStore::open(&data, Durability::Fsync, &StorageConfig::default());
+    match refused {
+        Err(StoreError::Damaged { committed, held }) => {
+            assert_eq!(committed, 200);
+            assert!(held < 200);
+        }
+        Err(other) => panic!("refused, but not as damage: {other}"),
+        Ok(_) => panic!("opened a store that lost committed events"),
+    }
+    // An operator who accepts the loss removes the ledger.
+    std::fs::remove_file(data.join(LEDGER_FILE)).unwrap();
+    assert!(SledStore::open(&data, Durability::Fsync, &StorageConfig::default()).is_ok());
+}
