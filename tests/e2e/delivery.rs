@@ -195,6 +195,7 @@ async fn a_hanging_destination_does_not_delay_a_healthy_one() {
 async fn outbound_signatures_verify_with_the_standard_webhooks_algorithm() {
     let receiver = Receiver::start().await;
     let secret_b64 = "c2lnbmluZyBrZXkgZm9yIHRoZSB0ZXN0IGRlc3RpbmF0aW9u";
+    register_secret(secret_b64);
     let extra = format!("{FAST_RETRY}\nsigning_secret = \"whsec_{secret_b64}\"");
     let (sidecar, envoy) = start(&destination("r", &receiver.url("/in"), &extra)).await;
     let body = br#"{"type":"invoice.paid","amount":7}"#;
@@ -296,4 +297,10 @@ async fn sigterm_lets_an_attempt_in_flight_finish_and_records_it() {
     let second = send(&envoy, "msg_term_2", b"{}").await;
     receiver.wait_delivered(2).await;
     assert_eq!(ids(&receiver.requests()), [first, second]);
+}
+
+#[test]
+#[should_panic(expected = "a secret (whse...) appeared in a test string")]
+fn the_suite_wide_secret_scan_catches_a_leak() {
+    assert_no_secret("a test string", &format!("config: {SECRET}"));
 }

@@ -26,6 +26,36 @@ use tokio_util::sync::CancellationToken;
 /// The demo source's secret (the Standard Webhooks spec's example key).
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+// ---- secrets never leak ------------------------------------------------
+
+/// Secret values the suite uses. Every sidecar and Envoy log is scanned for
+/// them when its process is dropped, and every answer `post` reads, so no
+/// test can leak one unnoticed.
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Adds a secret to the scan (tests that configure their own secrets call
+/// this). The demo secret and its key part are always scanned.
+pub fn register_secret(value: &str) {
+    let mut s = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
+    if !s.iter().any(|v| v == value) {
+        s.push(value.to_string());
+    }
+}
+
+/// Panics naming where a registered secret showed up.
+pub fn assert_no_secret(what: &str, text: &str) {
+    register_secret(SECRET);
+    register_secret(SECRET.trim_start_matches("whsec_"));
+    let secrets = SECRETS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for secret in secrets {
+        assert!(
+            !text.contains(&secret),
+            "a secret ({}...) appeared in {what}",
+            secret.chars().take(4).collect::<String>()
+        );
+    }
+}
+
 /// How long any condition may take to come true before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -197,11 +227,13 @@ pub async fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> Answe
         .send()
         .await
         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    Answer {
+    let answer = Answer {
         status: resp.status().as_u16(),
         headers: resp.headers().clone(),
         body: resp.text().await.unwrap_or_default(),
-    }
+    };
+    assert_no_secret("an answer from the edge", &format!("{answer:?}"));
+    answer
 }
 
 // ---- receiver ----------------------------------------------------------
@@ -578,6 +610,9 @@ impl Drop for Sidecar {
             );
         }
         self.kill();
+        if !std::thread::panicking() {
+            assert_no_secret("the sidecar's log", &self.log());
+        }
     }
 }
 
@@ -754,6 +789,7 @@ impl Envoy {
             .text()
             .await
             .unwrap();
+        assert_no_secret("Envoy's stats (the filter's metrics)", &text);
         text.lines()
             .filter_map(|l| {
                 let (k, v) = l.split_once(": ")?;
@@ -789,6 +825,9 @@ impl Drop for Envoy {
             );
         }
         self.stop();
+        if !std::thread::panicking() {
+            assert_no_secret("Envoy's log (the filter logs there)", &self.log());
+        }
     }
 }
 
