@@ -23,7 +23,7 @@ use super::retry::RetryPolicy;
 use crate::activity::{Activity, Feed};
 use crate::clock::Clock;
 use crate::config::{DestinationConfig, RateLimitConfig};
-use crate::store::{AttemptRecord, DestId, JobRef, Next, Store, StoreError};
+use crate::store::{AttemptOutcome, AttemptRecord, DestId, JobRef, Next, Store, StoreError};
 
 /// A destination as the dispatcher uses it: the config resolved (secrets
 /// read, headers parsed, policies built).
@@ -117,6 +117,7 @@ const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 /// What an attempt task hands back to the loop.
 struct Done {
     job: JobRef,
+    event_id: String,
     probe: bool,
     started_ms: i64,
     duration: Duration,
@@ -158,12 +159,16 @@ pub async fn run<T: Transport + Clone>(
             tracing::info!(destination = %dest.name, breaker = ?state, "circuit breaker changed state");
             last_state = state;
         }
-        let mut free = if paused {
+        let slots = dest.concurrency().saturating_sub(in_flight.len());
+        // Each look at the due-queue walks past the jobs in flight (they are
+        // at its front), so it waits until a quarter of the slots are free
+        // and fills them at once: a few keys read per attempt started,
+        // instead of one look per finished attempt.
+        let refill = slots > 0 && (in_flight.is_empty() || slots >= dest.concurrency().div_ceil(4));
+        let mut free = if paused || !refill {
             0
         } else {
-            dest.concurrency()
-                .saturating_sub(in_flight.len())
-                .min(breaker.allowance(now))
+            slots.min(breaker.allowance(now))
         };
         if let Some(at) = breaker.reopens_at() {
             wait_for(at);
@@ -204,10 +209,16 @@ pub async fn run<T: Transport + Clone>(
         }
         tokio::select! {
             Some(done) = in_flight.join_next() => {
-                if let Ok(done) = done {
-                    running.remove(&done.job);
-                    finish(&dest, &shared, &mut breaker, done);
+                // Record every attempt that has finished by now in one
+                // store transaction.
+                let mut finished: Vec<Done> = done.into_iter().collect();
+                while let Some(more) = in_flight.try_join_next() {
+                    finished.extend(more);
                 }
+                for d in &finished {
+                    running.remove(&d.job);
+                }
+                finish(&dest, &shared, &mut breaker, finished);
             }
             _ = wake.notified() => {}
             _ = sleep_until(wait_until) => {}
@@ -218,9 +229,7 @@ pub async fn run<T: Transport + Clone>(
     // cut off stays in the due-queue and is retried after the restart.
     let drain = async {
         while let Some(done) = in_flight.join_next().await {
-            if let Ok(done) = done {
-                finish(&dest, &shared, &mut breaker, done);
-            }
+            finish(&dest, &shared, &mut breaker, done.into_iter().collect());
         }
     };
     if tokio::time::timeout(shared.grace, drain).await.is_err() {
@@ -243,9 +252,11 @@ async fn attempt<T: Transport + Clone>(
 ) -> Done {
     let started_ms = shared.clock.now_ms();
     let started = Instant::now();
+    let mut event_id = String::new();
     let result = match shared.store.event(job.seq) {
         Ok(Some(event)) => {
             let request = outbound(&dest, &event, started_ms / 1000);
+            event_id = event.id;
             shared.transport.send(request).await
         }
         Ok(None) => AttemptResult::OtherError("the event is missing from the store".into()),
@@ -253,6 +264,7 @@ async fn attempt<T: Transport + Clone>(
     };
     Done {
         job,
+        event_id,
         probe,
         started_ms,
         duration: started.elapsed(),
@@ -260,17 +272,36 @@ async fn attempt<T: Transport + Clone>(
     }
 }
 
-/// Classifies an attempt, updates the breaker, and writes the outcome.
-fn finish<T>(dest: &Destination, shared: &Shared<T>, breaker: &mut Breaker, done: Done) {
-    let verdict = classify(&done.result, &dest.retry_statuses);
-    match verdict {
-        // A 4xx that is given up on is the event's fault, not the
-        // destination's: it answered.
-        Verdict::Delivered | Verdict::GiveUp => breaker.succeeded(),
-        Verdict::Retry { .. } => breaker.failed(Instant::now(), done.probe),
+/// Classifies finished attempts, updates the breaker, and writes the
+/// outcomes in one transaction.
+fn finish<T>(dest: &Destination, shared: &Shared<T>, breaker: &mut Breaker, done: Vec<Done>) {
+    let mut planned = Vec::with_capacity(done.len());
+    for d in done {
+        let verdict = classify(&d.result, &dest.retry_statuses);
+        match verdict {
+            // A 4xx that is given up on is the event's fault, not the
+            // destination's: it answered.
+            Verdict::Delivered | Verdict::GiveUp => breaker.succeeded(),
+            Verdict::Retry { .. } => breaker.failed(Instant::now(), d.probe),
+        }
+        match plan(dest, shared, d, verdict) {
+            Ok(Some(p)) => planned.push(p),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(destination = %dest.name, error = %e, "cannot read a job; its attempt will be made again");
+            }
+        }
     }
-    if let Err(e) = record(dest, shared, &done, verdict) {
-        tracing::error!(destination = %dest.name, error = %e, "cannot record an attempt; it will be retried");
+    if planned.is_empty() {
+        return;
+    }
+    let outcomes: Vec<AttemptOutcome> = planned.iter().map(|p| p.outcome.clone()).collect();
+    if let Err(e) = shared.store.record_attempts(&outcomes) {
+        tracing::error!(destination = %dest.name, error = %e, attempts = outcomes.len(), "cannot record attempts; they will be made again");
+        return;
+    }
+    for p in planned {
+        report(dest, shared, p);
     }
 }
 
@@ -296,15 +327,25 @@ pub fn next_step(
     }
 }
 
-fn record<T>(
+/// An attempt's outcome, ready to record, with what the log line needs.
+struct Planned {
+    outcome: AttemptOutcome,
+    event_id: String,
+    attempt_no: u32,
+    result: String,
+    now_ms: i64,
+}
+
+/// Works out what follows from an attempt; `None` when its job is gone
+/// (purged or expired meanwhile).
+fn plan<T>(
     dest: &Destination,
     shared: &Shared<T>,
-    done: &Done,
+    done: Done,
     verdict: Verdict,
-) -> Result<(), StoreError> {
+) -> Result<Option<Planned>, StoreError> {
     let Some(state) = shared.store.job(done.job)? else {
-        // Removed meanwhile (purged or expired): nothing to record.
-        return Ok(());
+        return Ok(None);
     };
     let now_ms = shared.clock.now_ms();
     let round_attempts = state.round_attempts.saturating_add(1);
@@ -315,53 +356,64 @@ fn record<T>(
     };
     let age = Duration::from_millis(u64::try_from(now_ms - round_started).unwrap_or(0));
     let next = next_step(&dest.retry, verdict, round_attempts, age, now_ms);
-    let mut body = match &done.result {
-        AttemptResult::Response { body, .. } => body.clone(),
-        _ => Vec::new(),
+    let result = done.result.describe();
+    let (status, error, mut body) = match done.result {
+        AttemptResult::Response { status, body, .. } => (status, String::new(), body),
+        other => (0, other.describe(), Vec::new()),
     };
     body.truncate(KEPT_RESPONSE_BYTES);
-    let attempt = AttemptRecord {
-        n: 0,
-        started_ms: done.started_ms,
-        duration_ms: u32::try_from(done.duration.as_millis()).unwrap_or(u32::MAX),
-        status: u32::from(done.result.status()),
-        error: match &done.result {
-            AttemptResult::Response { .. } => String::new(),
-            other => other.describe(),
+    Ok(Some(Planned {
+        outcome: AttemptOutcome {
+            job: done.job,
+            attempt: AttemptRecord {
+                n: 0,
+                started_ms: done.started_ms,
+                duration_ms: u32::try_from(done.duration.as_millis()).unwrap_or(u32::MAX),
+                status: u32::from(status),
+                error,
+                response_body: body,
+                outcome: next.outcome().to_string(),
+            },
+            next,
         },
-        response_body: body,
-        outcome: next.outcome().to_string(),
-    };
-    shared.store.record_attempt(done.job, &attempt, next)?;
-    let event_id = shared
-        .store
-        .event(done.job.seq)?
-        .map(|e| e.id)
-        .unwrap_or_default();
-    let attempt_no = state.attempts.saturating_add(1);
-    let duration_ms = attempt.duration_ms;
-    let result = done.result.describe();
-    match next {
+        event_id: done.event_id,
+        attempt_no: state.attempts.saturating_add(1),
+        result,
+        now_ms,
+    }))
+}
+
+/// One log line per outcome, and the activity feed.
+fn report<T>(dest: &Destination, shared: &Shared<T>, p: Planned) {
+    let Planned {
+        outcome,
+        event_id,
+        attempt_no,
+        result,
+        now_ms,
+    } = p;
+    let status = outcome.attempt.status;
+    let duration_ms = outcome.attempt.duration_ms;
+    match outcome.next {
         Next::Delivered => {
-            tracing::info!(event_id, destination = %dest.name, attempt = attempt_no, status = attempt.status, duration_ms, "delivered");
+            tracing::info!(event_id, destination = %dest.name, attempt = attempt_no, status, duration_ms, "delivered");
         }
         Next::RetryAt(at) => {
-            tracing::info!(event_id, destination = %dest.name, attempt = attempt_no, status = attempt.status, result, duration_ms, retry_in_ms = at - now_ms, "attempt failed; will retry");
+            tracing::info!(event_id, destination = %dest.name, attempt = attempt_no, status, result, duration_ms, retry_in_ms = at - now_ms, "attempt failed; will retry");
         }
         Next::DeadLetter => {
-            tracing::warn!(event_id, destination = %dest.name, attempt = attempt_no, status = attempt.status, result, duration_ms, "giving up; dead-lettered");
+            tracing::warn!(event_id, destination = %dest.name, attempt = attempt_no, status, result, duration_ms, "giving up; dead-lettered");
         }
     }
     shared.feed.publish(Activity::Attempted {
         event_id,
-        seq: done.job.seq,
+        seq: outcome.job.seq,
         dest: dest.id,
         attempt: AttemptRecord {
             n: attempt_no,
-            ..attempt
+            ..outcome.attempt
         },
     });
-    Ok(())
 }
 
 #[cfg(test)]

@@ -84,6 +84,14 @@ impl Next {
     }
 }
 
+/// An attempt and what follows from it, to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptOutcome {
+    pub job: JobRef,
+    pub attempt: AttemptRecord,
+    pub next: Next,
+}
+
 /// A page of results, newest first; `next_token` continues after it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
@@ -261,15 +269,25 @@ pub trait Store: Send + Sync + 'static {
 
     fn job(&self, job: JobRef) -> Result<Option<JobState>, StoreError>;
 
-    /// Records an attempt and what follows from it, in one transaction:
-    /// the job is delivered, moved to its next due time, or dead-lettered
-    /// (with the attempt's status, error and response body).
+    /// Records attempts and what follows from each, in one transaction:
+    /// each job is delivered, moved to its next due time, or dead-lettered
+    /// (with the attempt's status, error and response body). A job that is
+    /// no longer pending is left as it is.
+    fn record_attempts(&self, batch: &[AttemptOutcome]) -> Result<(), StoreError>;
+
+    /// `record_attempts` for one attempt.
     fn record_attempt(
         &self,
         job: JobRef,
         attempt: &AttemptRecord,
         next: Next,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.record_attempts(&[AttemptOutcome {
+            job,
+            attempt: attempt.clone(),
+            next,
+        }])
+    }
 
     // ---- admin ----
 

@@ -28,10 +28,10 @@ use super::keys::{
     read_seq, seq_key,
 };
 use super::{
-    AttemptRecord, Committed, DeadLetter, DeadLetterFilter, DeliveryDetail, DestId, DestState,
-    DestTotals, DueJobs, EventDetail, EventQuery, EventSummary, JobRef, JobState, JobStatus,
-    NewEvent, Next, Page, PageRequest, QueueStats, Retention, Store, StoreError, StoredEvent,
-    Swept, Totals,
+    AttemptOutcome, AttemptRecord, Committed, DeadLetter, DeadLetterFilter, DeliveryDetail, DestId,
+    DestState, DestTotals, DueJobs, EventDetail, EventQuery, EventSummary, JobRef, JobState,
+    JobStatus, NewEvent, Next, Page, PageRequest, QueueStats, Retention, Store, StoreError,
+    StoredEvent, Swept, Totals,
 };
 use crate::config::{Durability, StorageConfig};
 use crate::ids;
@@ -450,6 +450,87 @@ impl SledStore {
         })
     }
 
+    /// Records one attempt and what follows from it: the job is delivered,
+    /// moved to its next due time, or dead-lettered. A job that is gone or
+    /// no longer pending (purged, expired, recorded twice) is left alone.
+    fn write_attempt(
+        tx: &Tx<'_>,
+        outcome: &AttemptOutcome,
+        event: Option<&StoredEvent>,
+    ) -> TxResult<()> {
+        let AttemptOutcome { job, attempt, next } = outcome;
+        let (job, next) = (*job, *next);
+        let Some(mut state) = tx.job(job)? else {
+            return Ok(());
+        };
+        if state.job_status() != JobStatus::Pending {
+            return Ok(());
+        }
+        let ended_ms = attempt
+            .started_ms
+            .saturating_add(i64::from(attempt.duration_ms));
+        tx.due.remove(&due_key_of(&state))?;
+        state.attempts += 1;
+        state.round_attempts += 1;
+        if state.round_started_ms == 0 {
+            state.round_started_ms = attempt.started_ms;
+        }
+        state.last_status = attempt.status;
+        state.last_error = attempt.error.clone();
+        state.last_attempt_ms = attempt.started_ms;
+        let record = AttemptRecord {
+            n: state.attempts,
+            outcome: next.outcome().to_string(),
+            ..attempt.clone()
+        };
+        tx.attempts.insert(
+            &attempt_key(job, state.attempts),
+            record.encode_to_vec().as_slice(),
+        )?;
+        tx.bump(job.dest, counter::ATTEMPTS, 1)?;
+        if next != Next::Delivered {
+            tx.bump(job.dest, counter::FAILED, 1)?;
+        }
+        match next {
+            Next::Delivered => {
+                state.status = JobStatus::Delivered as i32;
+                state.finished_ms = ended_ms;
+                tx.bump(job.dest, counter::PENDING, -1)?;
+                tx.bump(job.dest, counter::DELIVERED, 1)?;
+            }
+            Next::RetryAt(at) => {
+                state.next_attempt_ms = at;
+                tx.due.insert(&due_key_of(&state), &[])?;
+            }
+            Next::DeadLetter => {
+                state.status = JobStatus::Dead as i32;
+                state.finished_ms = ended_ms;
+                let letter = DeadLetter {
+                    event_id: event.map(|e| e.id.clone()).unwrap_or_default(),
+                    seq: job.seq,
+                    dest: job.dest,
+                    attempts: state.attempts,
+                    last_status: attempt.status,
+                    last_error: attempt.error.clone(),
+                    response_body: attempt.response_body.clone(),
+                    dead_at_ms: ended_ms,
+                    source: event.map(|e| e.source().to_string()).unwrap_or_default(),
+                    event_type: event
+                        .map(|e| e.event_type().to_string())
+                        .unwrap_or_default(),
+                    stored_at_ms: event.map_or(0, |e| e.stored_at_ms),
+                };
+                tx.dead
+                    .insert(&job_key(job), letter.encode_to_vec().as_slice())?;
+                tx.bump(job.dest, counter::PENDING, -1)?;
+                tx.bump(job.dest, counter::DEAD_LETTERED, 1)?;
+                tx.bump(job.dest, counter::DEAD_NOW, 1)?;
+            }
+        }
+        tx.put_job(&state)?;
+        Ok(())
+    }
+
     fn decode_event(v: &[u8]) -> Result<StoredEvent, StoreError> {
         StoredEvent::decode(v).map_err(|e| corrupt("event", e))
     }
@@ -759,86 +840,19 @@ impl Store for SledStore {
         }
     }
 
-    fn record_attempt(
-        &self,
-        job: JobRef,
-        attempt: &AttemptRecord,
-        next: Next,
-    ) -> Result<(), StoreError> {
-        let event = self.event(job.seq)?;
-        let ended_ms = attempt
-            .started_ms
-            .saturating_add(i64::from(attempt.duration_ms));
+    fn record_attempts(&self, batch: &[AttemptOutcome]) -> Result<(), StoreError> {
+        // Only a dead letter needs the event (its id, source and type).
+        let events = batch
+            .iter()
+            .map(|o| match o.next {
+                Next::DeadLetter => self.event(o.job.seq),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let result = self.transact(|tx| {
-            let Some(mut state) = tx.job(job)? else {
-                return Err(ConflictableTransactionError::Abort(Abort::Stale));
-            };
-            if state.job_status() != JobStatus::Pending {
-                return Err(ConflictableTransactionError::Abort(Abort::Stale));
+            for (outcome, event) in batch.iter().zip(&events) {
+                Self::write_attempt(tx, outcome, event.as_ref())?;
             }
-            tx.due.remove(&due_key_of(&state))?;
-            state.attempts += 1;
-            state.round_attempts += 1;
-            if state.round_started_ms == 0 {
-                state.round_started_ms = attempt.started_ms;
-            }
-            state.last_status = attempt.status;
-            state.last_error = attempt.error.clone();
-            state.last_attempt_ms = attempt.started_ms;
-            let record = AttemptRecord {
-                n: state.attempts,
-                outcome: next.outcome().to_string(),
-                ..attempt.clone()
-            };
-            tx.attempts.insert(
-                &attempt_key(job, state.attempts),
-                record.encode_to_vec().as_slice(),
-            )?;
-            tx.bump(job.dest, counter::ATTEMPTS, 1)?;
-            if next != Next::Delivered {
-                tx.bump(job.dest, counter::FAILED, 1)?;
-            }
-            match next {
-                Next::Delivered => {
-                    state.status = JobStatus::Delivered as i32;
-                    state.finished_ms = ended_ms;
-                    tx.bump(job.dest, counter::PENDING, -1)?;
-                    tx.bump(job.dest, counter::DELIVERED, 1)?;
-                }
-                Next::RetryAt(at) => {
-                    state.next_attempt_ms = at;
-                    tx.due.insert(&due_key_of(&state), &[])?;
-                }
-                Next::DeadLetter => {
-                    state.status = JobStatus::Dead as i32;
-                    state.finished_ms = ended_ms;
-                    let letter = DeadLetter {
-                        event_id: event.as_ref().map(|e| e.id.clone()).unwrap_or_default(),
-                        seq: job.seq,
-                        dest: job.dest,
-                        attempts: state.attempts,
-                        last_status: attempt.status,
-                        last_error: attempt.error.clone(),
-                        response_body: attempt.response_body.clone(),
-                        dead_at_ms: ended_ms,
-                        source: event
-                            .as_ref()
-                            .map(|e| e.source().to_string())
-                            .unwrap_or_default(),
-                        event_type: event
-                            .as_ref()
-                            .map(|e| e.event_type().to_string())
-                            .unwrap_or_default(),
-                        stored_at_ms: event.as_ref().map_or(0, |e| e.stored_at_ms),
-                    };
-                    tx.dead
-                        .insert(&job_key(job), letter.encode_to_vec().as_slice())?;
-                    tx.bump(job.dest, counter::PENDING, -1)?;
-                    tx.bump(job.dest, counter::DEAD_LETTERED, 1)?;
-                    tx.bump(job.dest, counter::DEAD_NOW, 1)?;
-                }
-            }
-            tx.put_job(&state)?;
             Ok(())
         });
         finish(result).map(|_| ())
