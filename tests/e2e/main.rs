@@ -14,6 +14,7 @@
 #[allow(dead_code)]
 mod harness;
 
+mod bad_input;
 mod crash;
 mod delivery;
 mod guards;
