@@ -237,3 +237,48 @@ async fn a_non_utf8_header_gets_a_4xx_and_the_worker_keeps_serving() {
         "the VM never had to be reloaded"
     );
 }
+
+#[tokio::test]
+async fn a_batch_is_acked_event_by_event_in_order() {
+    use edgehook_proto::v1::ingest_client::IngestClient;
+    use edgehook_proto::v1::{Event, EventBatch, publish_result::Result as One};
+
+    let receiver = Receiver::start().await;
+    let sidecar = Sidecar::start(&Sidecar::destination_toml("r", &receiver.url("/in"))).await;
+    let mut client = IngestClient::connect(format!("http://127.0.0.1:{}", sidecar.ingest_port))
+        .await
+        .unwrap();
+    let event = |source: &str, provider_id: &str| Event {
+        source: source.into(),
+        provider_event_id: provider_id.into(),
+        body: provider_id.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let batch = EventBatch {
+        events: vec![
+            event("s", "a"),
+            event("s", "b"),
+            event("s", "a"),
+            event("", "nameless"),
+        ],
+    };
+    let results = client
+        .publish_batch(batch)
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let acks: Vec<_> = results.into_iter().map(|r| r.result.unwrap()).collect();
+    let [One::Ack(a), One::Ack(b), One::Ack(a_again), One::Error(e)] = &acks[..] else {
+        panic!("{acks:?}");
+    };
+    assert!(!a.duplicate && !b.duplicate && a.event_id != b.event_id);
+    assert!(a_again.duplicate && a_again.event_id == a.event_id);
+    assert_eq!(e.code, tonic::Code::InvalidArgument as i32);
+    let got = receiver.wait_delivered(2).await;
+    let mut ids: Vec<&str> = got.iter().filter_map(|d| d.header("webhook-id")).collect();
+    ids.sort();
+    let mut want = vec![a.event_id.as_str(), b.event_id.as_str()];
+    want.sort();
+    assert_eq!(ids, want);
+}

@@ -59,6 +59,12 @@ impl Writer {
     }
 
     pub async fn submit(&self, event: Event) -> Result<Committed, SubmitError> {
+        self.enqueue(event)?.wait().await
+    }
+
+    /// Queues an event without waiting for its commit; events enqueued
+    /// together share a group commit.
+    pub fn enqueue(&self, event: Event) -> Result<Ticket, SubmitError> {
         let (reply, done) = oneshot::channel();
         self.tx
             .try_send(Pending { event, reply })
@@ -66,7 +72,16 @@ impl Writer {
                 mpsc::error::TrySendError::Full(_) => SubmitError::Full,
                 mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
             })?;
-        done.await.map_err(|_| SubmitError::Closed)?
+        Ok(Ticket(done))
+    }
+}
+
+/// A queued event's commit, to wait for.
+pub struct Ticket(oneshot::Receiver<Result<Committed, SubmitError>>);
+
+impl Ticket {
+    pub async fn wait(self) -> Result<Committed, SubmitError> {
+        self.0.await.map_err(|_| SubmitError::Closed)?
     }
 }
 
