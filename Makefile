@@ -51,6 +51,27 @@ lint:
 test: build lint
 	EDGEHOOK_ENVOY=$(abspath $(ENVOY)) EDGEHOOK_WASM=$(abspath $(WASM)) \
 	  $(CARGO) test --workspace
+	$(MAKE) --no-print-directory check-deploy
+
+# Every shipped Envoy config loaded by `envoy --mode validate` with the built
+# filter, every Kubernetes/Istio manifest and the compose file checked
+# against their schemas, the sidecar configs started, the Dockerfile and the
+# OCI layout checked (tests/deploy; seconds, without Docker or a cluster).
+.PHONY: check-deploy oci
+DEPLOY_REQS := $(VENV)/.deploy-requirements
+$(DEPLOY_REQS): tests/deploy/requirements.txt $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/deploy/requirements.txt
+	@touch $@
+
+check-deploy: build $(DEPLOY_REQS)
+	EDGEHOOK_ENVOY=$(abspath $(ENVOY)) EDGEHOOK_WASM=$(abspath $(WASM)) EDGEHOOK_BIN=$(abspath $(EDGEHOOK)) \
+	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/deploy
+
+# The filter as an OCI image layout in target/oci (one plugin.wasm layer, as
+# Istio pulls it); prints the manifest digest for the EnvoyFilter.
+OCI_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+oci: wasm
+	$(PYTHON) envoy/oci_layout.py $(WASM) target/oci --tag $(OCI_TAG)
 
 # The benchmark (minutes): writes bench/report.md and bench/report.json.
 # `make test` runs a smoke version of it (bench-smoke) so it cannot rot.

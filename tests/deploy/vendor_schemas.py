@@ -30,6 +30,7 @@ KUBERNETES_VERSION = "v1.37.0"
 KUBERNETES_KINDS = [
     "configmap-v1",
     "namespace-v1",
+    "networkpolicy-networking-v1",
     "poddisruptionbudget-policy-v1",
     "role-rbac-v1",
     "rolebinding-rbac-v1",
