@@ -49,9 +49,10 @@ lint:
 
 # Unit tests, then the end-to-end suite against real Envoy with the built .wasm.
 test: build lint
+	$(MAKE) --no-print-directory bench-smoke
+	$(MAKE) --no-print-directory check-deploy
 	EDGEHOOK_ENVOY=$(abspath $(ENVOY)) EDGEHOOK_WASM=$(abspath $(WASM)) \
 	  $(CARGO) test --workspace
-	$(MAKE) --no-print-directory check-deploy
 
 # Every shipped Envoy config loaded by `envoy --mode validate` with the built
 # filter, every Kubernetes/Istio manifest and the compose file checked

@@ -1,151 +1,412 @@
-//! `make bench`: what edgehook costs, measured on this machine. For now the
-//! sidecar's durable ingest: concurrent gRPC publishers straight into a
-//! release-built `edgehook serve`, with `durability = "fsync"` and
-//! `"flush"`, reporting events/s and the group-commit batch sizes seen.
+//! `make bench`: what edgehook costs, measured on this machine, as ratios
+//! to plain Envoy measured in the same run. Writes `bench/report.md` and
+//! `bench/report.json`.
 //!
-//! Run with `cargo bench -p edgehook --bench edgehook -- [ingest] [--seconds N] [--clients N]`.
+//! `cargo bench -p edgehook --bench edgehook` runs the full benchmark
+//! (minutes); `-- --only ingest,drain` runs some suites (edge, fixed,
+//! ingest, drain, backlog, memory). Run as a test (`cargo test -p edgehook --bench edgehook`,
+//! part of `make test`), it does a short smoke run of every suite into
+//! `bench/out/` so that it cannot rot.
 
-// `load` also holds the fixed-rate HTTP generator for the edge benchmark.
 #[allow(dead_code)]
+#[path = "../tests/e2e/harness.rs"]
+mod harness;
+
+mod edge;
 mod load;
+mod sidecar;
+mod wrk;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::fmt::Write as _;
+use std::path::PathBuf;
 
-struct Args {
-    seconds: u64,
-    clients: Vec<usize>,
-    body_bytes: usize,
+use serde::Serialize;
+
+/// How big each suite is.
+struct Scale {
+    name: &'static str,
+    wrk: wrk::WrkSettings,
+    body_sizes: Vec<usize>,
+    fixed_rate: (u64, u64),
+    ingest_seconds: f64,
+    ingest_clients: Vec<usize>,
+    drain_events: u64,
+    backlog_events: u64,
+    memory: (u64, u64),
 }
 
-fn parse_args() -> Args {
-    let mut args = Args {
-        seconds: 10,
-        clients: vec![16, 64],
-        body_bytes: 1024,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--seconds" => args.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(10),
-            "--clients" => {
-                args.clients = it
-                    .next()
-                    .map(|v| v.split(',').filter_map(|c| c.parse().ok()).collect())
-                    .unwrap_or_default()
-            }
-            "--body-bytes" => {
-                args.body_bytes = it.next().and_then(|v| v.parse().ok()).unwrap_or(1024)
-            }
-            // `cargo bench` passes --bench; "ingest" names the only suite.
-            _ => {}
-        }
-    }
-    args
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A sidecar with no destinations: what is measured is ingest alone.
-struct Sidecar {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Sidecar {
-    fn start(durability: &str) -> Sidecar {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let port = free_port();
-        let config = dir.path().join("edgehook.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = \"{}\"\ndurability = \"{durability}\"\n[ingest]\nlisten = \"127.0.0.1:{port}\"\nmin_free_disk_bytes = 0\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("config written");
-        let log = dir.path().join("sidecar.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_edgehook"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("EDGEHOOK_LOG", "warn,edgehook_sidecar::ingest=debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("edgehook serve starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the sidecar did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Sidecar {
-            child,
-            port,
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// Mean and largest group-commit batch, from the writer's debug lines.
-    fn batches(&self) -> (f64, u64, u64) {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let sizes: Vec<u64> = text
-            .lines()
-            .filter(|l| l.contains("group commit"))
-            .filter_map(|l| l.split("batch=").nth(1))
-            .filter_map(|v| v.split_whitespace().next())
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        let n = sizes.len() as u64;
-        let sum: u64 = sizes.iter().sum();
-        (
-            sum as f64 / n.max(1) as f64,
-            sizes.iter().copied().max().unwrap_or(0),
-            n,
-        )
+fn full() -> Scale {
+    Scale {
+        name: "full",
+        wrk: wrk::WrkSettings {
+            threads: 1,
+            connections: 32,
+            duration_s: 10,
+        },
+        body_sizes: vec![1024, 16 * 1024],
+        fixed_rate: (1_000, 30),
+        ingest_seconds: 10.0,
+        ingest_clients: vec![64, 256],
+        drain_events: 100_000,
+        backlog_events: 1_000_000,
+        memory: (4, 25_000),
     }
 }
 
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+fn smoke() -> Scale {
+    Scale {
+        name: "smoke",
+        wrk: wrk::WrkSettings {
+            threads: 1,
+            connections: 4,
+            duration_s: 1,
+        },
+        body_sizes: vec![1024],
+        fixed_rate: (100, 1),
+        ingest_seconds: 1.0,
+        ingest_clients: vec![16],
+        drain_events: 500,
+        backlog_events: 1_000,
+        memory: (2, 200),
     }
+}
+
+#[derive(Serialize)]
+struct Report {
+    scale: &'static str,
+    machine: String,
+    edge: Option<edge::EdgeReport>,
+    fixed_rate: Option<load::FixedRateResult>,
+    ingest: Vec<sidecar::IngestRun>,
+    drain: Vec<sidecar::DrainRun>,
+    backlog: Option<sidecar::BacklogRun>,
+    filter_memory: Option<edge::MemoryRun>,
+    goals: Vec<Goal>,
+}
+
+#[derive(Serialize)]
+struct Goal {
+    what: String,
+    target: String,
+    measured: String,
+    holds: bool,
+}
+
+fn goal(what: &str, target: &str, measured: String, holds: bool) -> Goal {
+    Goal {
+        what: what.into(),
+        target: target.into(),
+        measured,
+        holds,
+    }
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    format!("{cpus} CPUs, {model}")
 }
 
 #[tokio::main]
 async fn main() {
-    let args = parse_args();
-    let body = vec![b'x'; args.body_bytes];
+    // `cargo bench` passes --bench; a test run does not.
+    let scale = if std::env::args().any(|a| a == "--bench") {
+        full()
+    } else {
+        smoke()
+    };
+    let only: Option<Vec<String>> = std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let run = |suite: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == suite));
+    eprintln!("edgehook bench: {} run", scale.name);
+    let mut report = Report {
+        scale: scale.name,
+        machine: machine(),
+        edge: None,
+        fixed_rate: None,
+        ingest: Vec::new(),
+        drain: Vec::new(),
+        backlog: None,
+        filter_memory: None,
+        goals: Vec::new(),
+    };
+    if run("edge") {
+        report.edge = Some(edge::edge(&scale.wrk, &scale.body_sizes).await);
+    }
+    if run("fixed") {
+        report.fixed_rate = Some(edge::fixed_rate(scale.fixed_rate.0, scale.fixed_rate.1).await);
+    }
+    if run("ingest") {
+        for durability in ["fsync", "flush"] {
+            for &clients in &scale.ingest_clients {
+                let r = sidecar::ingest(durability, clients, scale.ingest_seconds).await;
+                eprintln!("{r:?}");
+                report.ingest.push(r);
+            }
+        }
+    }
+    if run("drain") {
+        for fail_every in [0, 10] {
+            let r = sidecar::drain(scale.drain_events, fail_every).await;
+            eprintln!("{r:?}");
+            report.drain.push(r);
+        }
+    }
+    if run("backlog") {
+        report.backlog = Some(sidecar::backlog(scale.backlog_events).await);
+    }
+    if run("memory") {
+        report.filter_memory = Some(edge::filter_memory(scale.memory.0, scale.memory.1).await);
+    }
+    report.goals = goals(&report);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench");
+    let dir = if scale.name == "full" {
+        dir
+    } else {
+        dir.join("out")
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+    let md = markdown(&report);
+    std::fs::write(dir.join("report.md"), &md).unwrap();
+    println!("{md}");
+    // Every suite that ran produced numbers.
+    if let Some(e) = &report.edge {
+        assert!(e.runs.iter().all(|r| r.result.rps > 0.0));
+    }
+    if let Some(f) = &report.fixed_rate {
+        assert!(f.ok > 0 && f.failed == 0, "{f:?}");
+    }
+    assert!(report.ingest.iter().all(|r| r.acked > 0 && r.failed == 0));
     println!(
-        "| durability | clients | events/s | acked | failed | commits | mean batch | max batch |"
+        "bench: every suite of the {} run produced numbers",
+        scale.name
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for durability in ["fsync", "flush"] {
-        for &clients in &args.clients {
-            let sidecar = Sidecar::start(durability);
-            let r = load::publish(
-                sidecar.port,
-                clients,
-                Duration::from_secs(args.seconds),
-                u64::MAX,
-                body.clone(),
-            )
-            .await;
-            let (mean, max, commits) = sidecar.batches();
-            println!(
-                "| {durability} | {clients} | {:.0} | {} | {} | {commits} | {mean:.1} | {max} |",
-                r.events_per_s, r.acked, r.failed
+    println!("bench: 1 passed, 0 failed");
+}
+
+fn ratio_of(edge: &edge::EdgeReport, prefix: &str) -> f64 {
+    edge.runs
+        .iter()
+        .filter(|p| p.path.starts_with(prefix) && p.body_bytes == 1024)
+        .map(|p| p.ratio)
+        .next()
+        .unwrap_or(0.0)
+}
+
+fn goals(r: &Report) -> Vec<Goal> {
+    let mut out = Vec::new();
+    let mib = |x: u64| x as f64 / (1024.0 * 1024.0);
+    if let Some(e) = &r.edge {
+        let reject = ratio_of(e, "reject");
+        let full = ratio_of(e, "full");
+        out.push(goal(
+            "reject path throughput (1 KiB)",
+            ">= 60% of plain Envoy",
+            format!("{:.0}%", reject * 100.0),
+            reject >= 0.6,
+        ));
+        out.push(goal(
+            "full durable path throughput (1 KiB)",
+            ">= 35% of plain Envoy (aim 50%)",
+            format!("{:.0}%", full * 100.0),
+            full >= 0.35,
+        ));
+    }
+    if let Some(f) = &r.fixed_rate {
+        out.push(goal(
+            &format!("full path p99 at {} events/s", f.target_rps),
+            "< 10 ms",
+            format!("{:.2} ms", f.p99_ms),
+            f.p99_ms < 10.0,
+        ));
+    }
+    if !r.ingest.is_empty() {
+        let fsync = r
+            .ingest
+            .iter()
+            .filter(|i| i.durability == "fsync")
+            .map(|i| i.events_per_s)
+            .fold(0.0, f64::max);
+        out.push(goal(
+            "sidecar durable ingest with fsync",
+            ">= 20,000 events/s",
+            format!("{fsync:.0} events/s"),
+            fsync >= 20_000.0,
+        ));
+    }
+    if let Some(d) = r.drain.first() {
+        out.push(goal(
+            "deliveries to a fast local receiver",
+            ">= 10,000 /s",
+            format!("{:.0} /s", d.deliveries_per_s),
+            d.deliveries_per_s >= 10_000.0,
+        ));
+        out.push(goal(
+            &format!("drain a {}-event backlog", d.events),
+            "< 15 s (for 100,000)",
+            format!("{:.1} s", d.drain_s),
+            d.drain_s < 15.0,
+        ));
+    }
+    if let Some(b) = &r.backlog {
+        out.push(goal(
+            &format!("disk per 1 KiB event, {} backlog", b.events),
+            "< 2 KiB",
+            format!("{:.0} B", b.disk_bytes_per_event),
+            b.disk_bytes_per_event < 2048.0,
+        ));
+        out.push(goal(
+            "sidecar RSS with the backlog",
+            "< 256 MiB",
+            format!("{:.0} MiB peak", mib(b.peak_rss_bytes)),
+            b.peak_rss_bytes < 256 * 1024 * 1024,
+        ));
+        out.push(goal(
+            "restart to first delivery with the backlog",
+            "< 3 s",
+            format!("{:.2} s", b.restart_to_first_delivery_s),
+            b.restart_to_first_delivery_s < 3.0,
+        ));
+    }
+    if let Some(m) = &r.filter_memory {
+        out.push(goal(
+            "filter memory after warm-up",
+            "no growth",
+            format!(
+                "{:+.1} MiB over {} requests",
+                m.growth_bytes as f64 / (1024.0 * 1024.0),
+                m.samples.last().map_or(0, |s| s.0)
+            ),
+            m.growth_bytes < 4 * 1024 * 1024,
+        ));
+    }
+    out
+}
+
+fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# edgehook benchmark ({} run)\n", r.scale);
+    let _ = writeln!(
+        s,
+        "Machine: {}. Everything on loopback, on the same cores.\n",
+        r.machine
+    );
+    let _ = writeln!(
+        s,
+        "## Goals\n\n| goal | target | measured | holds |\n| --- | --- | --- | --- |"
+    );
+    for g in &r.goals {
+        let holds = if g.holds { "yes" } else { "no" };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {holds} |",
+            g.what, g.target, g.measured
+        );
+    }
+    if let Some(e) = &r.edge {
+        let _ = writeln!(
+            s,
+            "\n## Edge cost\n\nLoad generator: {} with {} thread(s), {} connections, {} s per path (after a 1 s warm-up); Envoy with {} worker.\n\n\
+             | path | body | requests/s | vs plain Envoy | p50 ms | p99 ms | p99.9 ms |\n| --- | --- | --- | --- | --- | --- | --- |",
+            e.wrk,
+            e.settings.threads,
+            e.settings.connections,
+            e.settings.duration_s,
+            e.envoy_workers
+        );
+        for p in &e.runs {
+            let _ = writeln!(
+                s,
+                "| {} | {} B | {:.0} | {:.0}% | {:.2} | {:.2} | {:.2} |",
+                p.path,
+                p.body_bytes,
+                p.result.rps,
+                p.ratio * 100.0,
+                p.result.p50_ms,
+                p.result.p99_ms,
+                p.result.p999_ms
             );
         }
     }
+    if let Some(f) = &r.fixed_rate {
+        let _ = writeln!(
+            s,
+            "\n## Full path at a fixed rate\n\n{} events/s for {:.0} s ({} sent, {} failed), latency from when each request was due: \
+             p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms.",
+            f.target_rps, f.seconds, f.sent, f.failed, f.p50_ms, f.p99_ms, f.p999_ms, f.max_ms
+        );
+    }
+    if !r.ingest.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Sidecar ingest (gRPC Publish, 1 KiB events, no destinations)\n\n\
+             | durability | publishers | events/s | mean batch | max batch |\n| --- | --- | --- | --- | --- |"
+        );
+        for i in &r.ingest {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {:.1} | {} |",
+                i.durability, i.clients, i.events_per_s, i.mean_batch, i.max_batch
+            );
+        }
+    }
+    if !r.drain.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Delivery (a backlog drained to a local receiver, max_concurrency 128)\n\n\
+             | events | receiver failures | drain s | deliveries/s | requests |\n| --- | --- | --- | --- | --- |"
+        );
+        for d in &r.drain {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0}% | {:.2} | {:.0} | {} |",
+                d.events,
+                d.failure_share * 100.0,
+                d.drain_s,
+                d.deliveries_per_s,
+                d.requests
+            );
+        }
+    }
+    if let Some(b) = &r.backlog {
+        let mib = |x: u64| x as f64 / 1048576.0;
+        let _ = writeln!(
+            s,
+            "\n## Backlog\n\n{} undelivered {}-byte events (published in {:.0} s): {:.0} bytes on disk per event ({:.0} MiB in all); \
+             after a restart the first delivery came in {:.2} s; RSS {:.0} MiB at the first delivery, {:.0} MiB peak.",
+            b.events,
+            b.body_bytes,
+            b.publish_s,
+            b.disk_bytes_per_event,
+            mib(b.disk_bytes),
+            b.restart_to_first_delivery_s,
+            mib(b.rss_at_first_delivery_bytes),
+            mib(b.peak_rss_bytes)
+        );
+    }
+    if let Some(m) = &r.filter_memory {
+        let _ = writeln!(
+            s,
+            "\n## Filter memory\n\nEnvoy's resident memory (one worker, so one filter VM serving) after each round of requests through the verify path:\n\n\
+             | requests | RSS MiB |\n| --- | --- |"
+        );
+        for (n, rss) in &m.samples {
+            let _ = writeln!(s, "| {n} | {:.1} |", *rss as f64 / 1048576.0);
+        }
+    }
+    s
 }

@@ -6,8 +6,11 @@
 
 use std::time::Duration;
 
+use edgehook_rules::{EventTypes, Match};
 use serde::Deserialize;
 
+use crate::ip::{self, IpRules};
+use crate::ratelimit::{self, Limit, RateLimits};
 use crate::verify::generic::{self, GenericHmac, TimestampCheck};
 use crate::verify::standard_webhooks::{self, StandardWebhooks};
 use crate::verify::token::{self, Presented, Token};
@@ -38,6 +41,17 @@ impl ConfigError {
 pub struct FilterConfig {
     pub sidecar: SidecarConfig,
     pub sources: Vec<Source>,
+    /// What happens to a request no source matches.
+    pub unknown_source: UnknownSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownSource {
+    /// 404 `{"error":"unknown_source"}`.
+    Reject,
+    /// Untouched, on to the next filter and the route (for a listener
+    /// that also serves other traffic).
+    PassThrough,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +70,29 @@ pub struct Source {
     /// Upper-case method names; anything else gets 405.
     pub methods: Vec<String>,
     pub max_body_bytes: usize,
+    /// Lower-case media types (`type/subtype` or `type/*`); empty admits any.
+    pub content_types: Vec<String>,
+    pub ip: IpRules,
+    pub rate_limits: RateLimits,
+    pub rules: SourceRules,
+}
+
+/// Which verified events a source keeps; the rest are acked as filtered.
+#[derive(Debug, Clone, Default)]
+pub struct SourceRules {
+    pub event_types: EventTypes,
+    pub matcher: Option<Match>,
+    pub invalid_json: InvalidJson,
+}
+
+/// What a body that is not JSON means to a rule that reads `body.*`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum InvalidJson {
+    /// 400 `{"error":"body_not_json"}`.
+    #[default]
+    Reject,
+    /// The rule does not match: the event is filtered (200).
+    NoMatch,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +123,7 @@ struct RawConfig {
     #[serde(default)]
     sidecar: RawSidecar,
     sources: Vec<RawSource>,
+    unknown_source: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -130,6 +168,59 @@ struct RawSource {
     methods: Vec<String>,
     #[serde(default = "default_max_body_bytes")]
     max_body_bytes: usize,
+    #[serde(default)]
+    content_types: Vec<String>,
+    #[serde(default)]
+    ip: RawIp,
+    #[serde(default)]
+    rate_limit: RawRateLimit,
+    #[serde(default)]
+    rules: RawRules,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIp {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    trusted_hops: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    per_client: Option<RawLimit>,
+    verified: Option<RawLimit>,
+    client_slots: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    rps: f64,
+    burst: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    #[serde(default)]
+    event_types: RawEventTypes,
+    #[serde(rename = "match")]
+    matcher: Option<serde_json::Value>,
+    invalid_json: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEventTypes {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -289,12 +380,23 @@ impl FilterConfig {
             }
             sources.push(source);
         }
+        let unknown_source = match raw.unknown_source.as_deref().unwrap_or("reject") {
+            "reject" => UnknownSource::Reject,
+            "pass_through" => UnknownSource::PassThrough,
+            _ => {
+                return Err(ConfigError::at(
+                    "unknown_source",
+                    "must be \"reject\" or \"pass_through\"",
+                ));
+            }
+        };
         Ok(FilterConfig {
             sidecar: SidecarConfig {
                 cluster: raw.sidecar.cluster,
                 timeout: Duration::from_millis(raw.sidecar.timeout_ms),
             },
             sources,
+            unknown_source,
         })
     }
 }
@@ -357,6 +459,10 @@ fn parse_source(
         ));
     }
 
+    let content_types = parse_content_types(&s.content_types, at)?;
+    let ip = parse_ip(s.ip, &format!("{at}.ip"))?;
+    let rate_limits = parse_rate_limit(s.rate_limit, &format!("{at}.rate_limit"))?;
+    let rules = parse_rules(s.rules, &format!("{at}.rules"))?;
     let scheme = parse_verify(s.verify, &format!("{at}.verify"), env)?;
 
     Ok(Source {
@@ -365,6 +471,131 @@ fn parse_source(
         scheme,
         methods,
         max_body_bytes: s.max_body_bytes,
+        content_types,
+        ip,
+        rate_limits,
+        rules,
+    })
+}
+
+/// `type/subtype` or `type/*`, without parameters, stored lower-case.
+fn parse_content_types(types: &[String], at: &str) -> Result<Vec<String>, ConfigError> {
+    const TCHAR: &[u8] = b"!#$%&'*+-.^_`|~";
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || TCHAR.contains(&b))
+    };
+    let mut out = Vec::with_capacity(types.len());
+    for (i, t) in types.iter().enumerate() {
+        let ok = match t.split_once('/') {
+            Some((ty, "*")) => token(ty) && ty != "*",
+            Some((ty, sub)) => token(ty) && token(sub) && ty != "*" && sub != "*",
+            None => false,
+        };
+        if !ok {
+            return Err(ConfigError::at(
+                format!("{at}.content_types[{i}]"),
+                "must be a media type such as application/json or text/* (no parameters)",
+            ));
+        }
+        out.push(t.to_ascii_lowercase());
+    }
+    Ok(out)
+}
+
+/// Proxies in front of Envoy past this many are a configuration mistake.
+pub const MAX_TRUSTED_HOPS: u32 = 16;
+
+fn parse_ip(raw: RawIp, at: &str) -> Result<IpRules, ConfigError> {
+    let cidrs = |list: &[String], field: &str| {
+        list.iter()
+            .enumerate()
+            .map(|(i, c)| {
+                ip::parse_cidr(c).map_err(|why| ConfigError::at(format!("{at}.{field}[{i}]"), why))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    if raw.trusted_hops > MAX_TRUSTED_HOPS {
+        return Err(ConfigError::at(
+            format!("{at}.trusted_hops"),
+            format!("must be between 0 and {MAX_TRUSTED_HOPS}"),
+        ));
+    }
+    Ok(IpRules {
+        allow: cidrs(&raw.allow, "allow")?,
+        deny: cidrs(&raw.deny, "deny")?,
+        trusted_hops: raw.trusted_hops,
+    })
+}
+
+fn parse_rate_limit(raw: RawRateLimit, at: &str) -> Result<RateLimits, ConfigError> {
+    let limit = |l: Option<RawLimit>, field: &str| -> Result<Option<Limit>, ConfigError> {
+        let Some(l) = l else { return Ok(None) };
+        if !(ratelimit::MIN_RPS..=ratelimit::MAX_RPS).contains(&l.rps) {
+            return Err(ConfigError::at(
+                format!("{at}.{field}.rps"),
+                format!(
+                    "must be between {} and {}",
+                    ratelimit::MIN_RPS,
+                    ratelimit::MAX_RPS
+                ),
+            ));
+        }
+        Limit::new(l.rps, l.burst).map(Some).ok_or_else(|| {
+            ConfigError::at(
+                format!("{at}.{field}.burst"),
+                format!("must be between 1 and {}", ratelimit::MAX_BURST),
+            )
+        })
+    };
+    let client_slots = raw.client_slots.unwrap_or(ratelimit::DEFAULT_CLIENT_SLOTS);
+    if !(1..=ratelimit::MAX_CLIENT_SLOTS).contains(&client_slots) {
+        return Err(ConfigError::at(
+            format!("{at}.client_slots"),
+            format!("must be between 1 and {}", ratelimit::MAX_CLIENT_SLOTS),
+        ));
+    }
+    Ok(RateLimits {
+        per_client: limit(raw.per_client, "per_client")?,
+        verified: limit(raw.verified, "verified")?,
+        client_slots,
+    })
+}
+
+fn parse_rules(raw: RawRules, at: &str) -> Result<SourceRules, ConfigError> {
+    for (field, list) in [
+        ("allow", &raw.event_types.allow),
+        ("deny", &raw.event_types.deny),
+    ] {
+        if let Some(i) = list.iter().position(String::is_empty) {
+            return Err(ConfigError::at(
+                format!("{at}.event_types.{field}[{i}]"),
+                "an empty pattern matches nothing; use \"*\" for every type",
+            ));
+        }
+    }
+    let matcher = match raw.matcher {
+        None => None,
+        Some(rule) => Some(
+            Match::compile(&rule)
+                .map_err(|e| ConfigError::at(format!("{at}.match{}", e.path), e.message))?,
+        ),
+    };
+    let invalid_json = match raw.invalid_json.as_deref().unwrap_or("reject") {
+        "reject" => InvalidJson::Reject,
+        "no_match" => InvalidJson::NoMatch,
+        _ => {
+            return Err(ConfigError::at(
+                format!("{at}.invalid_json"),
+                "must be \"reject\" or \"no_match\"",
+            ));
+        }
+    };
+    Ok(SourceRules {
+        event_types: EventTypes::new(&raw.event_types.allow, &raw.event_types.deny),
+        matcher,
+        invalid_json,
     })
 }
 
@@ -977,5 +1208,140 @@ mod tests {
     #[test]
     fn header_names_are_interned_once() {
         assert!(std::ptr::eq(intern("x-interned"), intern("x-interned")));
+    }
+
+    #[test]
+    fn guard_fields_parse_with_defaults() {
+        let c = parse(&one_source("")).unwrap();
+        let s = &c.sources[0];
+        assert_eq!(c.unknown_source, UnknownSource::Reject);
+        assert!(s.content_types.is_empty());
+        assert_eq!(s.ip, IpRules::default());
+        assert_eq!(s.rate_limits, RateLimits::default());
+        assert!(s.rules.event_types.is_empty() && s.rules.matcher.is_none());
+        assert_eq!(s.rules.invalid_json, InvalidJson::Reject);
+
+        let c = parse(&one_source(
+            r#","content_types":["Application/JSON","text/*"],
+               "ip":{"allow":["10.0.0.0/8"],"deny":["10.6.6.0/24"],"trusted_hops":2},
+               "rate_limit":{"per_client":{"rps":0.5,"burst":10},"verified":{"rps":200,"burst":400},"client_slots":64},
+               "rules":{"event_types":{"allow":["invoice.*"],"deny":["invoice.draft"]},
+                        "match":{"body.amount":{"$gte":100}},"invalid_json":"no_match"}"#,
+        ))
+        .unwrap();
+        let s = &c.sources[0];
+        assert_eq!(s.content_types, vec!["application/json", "text/*"]);
+        assert_eq!(
+            (s.ip.allow.len(), s.ip.deny.len(), s.ip.trusted_hops),
+            (1, 1, 2)
+        );
+        assert_eq!(s.rate_limits.per_client.map(|l| l.burst()), Some(10));
+        assert_eq!(s.rate_limits.verified.map(|l| l.window_s()), Some(2));
+        assert_eq!(s.rate_limits.client_slots, 64);
+        assert!(s.rules.event_types.admits(Some("invoice.paid")));
+        assert!(!s.rules.event_types.admits(Some("invoice.draft")));
+        assert!(s.rules.matcher.is_some());
+        assert_eq!(s.rules.invalid_json, InvalidJson::NoMatch);
+
+        let json = one_source("").replacen('{', r#"{"unknown_source":"pass_through","#, 1);
+        assert_eq!(
+            parse(&json).unwrap().unknown_source,
+            UnknownSource::PassThrough
+        );
+    }
+
+    #[test]
+    fn guard_errors_name_the_field() {
+        let cases = [
+            (
+                r#","content_types":["json"]"#,
+                "sources[0].content_types[0]",
+                "media type",
+            ),
+            (
+                r#","content_types":["*/*"]"#,
+                "sources[0].content_types[0]",
+                "media type",
+            ),
+            (
+                r#","content_types":["application/json; charset=utf-8"]"#,
+                "sources[0].content_types[0]",
+                "no parameters",
+            ),
+            (
+                r#","ip":{"allow":["10.0.0.1/8"]}"#,
+                "sources[0].ip.allow[0]",
+                "bits set",
+            ),
+            (r#","ip":{"deny":["ten"]}"#, "sources[0].ip.deny[0]", "CIDR"),
+            (
+                r#","ip":{"trusted_hops":17}"#,
+                "sources[0].ip.trusted_hops",
+                "between",
+            ),
+            (
+                r#","ip":{"alow":[]}"#,
+                "sources[0].ip",
+                "unknown field `alow`",
+            ),
+            (
+                r#","rate_limit":{"verified":{"rps":0,"burst":1}}"#,
+                "sources[0].rate_limit.verified.rps",
+                "between",
+            ),
+            (
+                r#","rate_limit":{"per_client":{"rps":1,"burst":0}}"#,
+                "sources[0].rate_limit.per_client.burst",
+                "between",
+            ),
+            (
+                r#","rate_limit":{"verified":{"rps":1}}"#,
+                "sources[0].rate_limit.verified",
+                "missing field `burst`",
+            ),
+            (
+                r#","rate_limit":{"client_slots":0}"#,
+                "sources[0].rate_limit.client_slots",
+                "between",
+            ),
+            (
+                r#","rules":{"match":{"body.amount":{"$gtee":1}}}"#,
+                r#"sources[0].rules.match["body.amount"].$gtee"#,
+                "unknown operator",
+            ),
+            (
+                r#","rules":{"match":{"bdy.amount":1}}"#,
+                "sources[0].rules.match",
+                "body",
+            ),
+            (
+                r#","rules":{"match":[]}"#,
+                "sources[0].rules.match",
+                "JSON object",
+            ),
+            (
+                r#","rules":{"event_types":{"allow":[""]}}"#,
+                "sources[0].rules.event_types.allow[0]",
+                "empty",
+            ),
+            (
+                r#","rules":{"invalid_json":"drop"}"#,
+                "sources[0].rules.invalid_json",
+                "no_match",
+            ),
+            (
+                r#","rules":{"types":[]}"#,
+                "sources[0].rules",
+                "unknown field `types`",
+            ),
+        ];
+        for (extra, path, words) in cases {
+            let e = parse(&one_source(extra)).unwrap_err();
+            assert!(e.path.starts_with(path), "{extra}: got {e}");
+            assert!(e.message.contains(words), "{extra}: got {e}");
+        }
+        let e =
+            parse(&one_source("").replacen('{', r#"{"unknown_source":"allow","#, 1)).unwrap_err();
+        assert_eq!(e.path, "unknown_source");
     }
 }

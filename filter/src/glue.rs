@@ -4,19 +4,21 @@
 //! back. It calls `hostcalls::*` directly because the SDK's trait helpers
 //! unwrap host results and would trap the VM on a bad status or a non-UTF-8
 //! header value. Client headers are read as bytes in the headers callback
-//! (after that the host may no longer offer them).
+//! (after that the host may no longer offer them). It also owns the host
+//! side of rate limiting (shared data as a `SharedStore`) and the metrics.
 
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
 use crate::config::FilterConfig;
 use crate::edge::{self, BodyDecision, HeadDecision, PublishResult, RequestHead};
 use crate::headers::Headers;
-use crate::reply::{Reason, Reply};
+use crate::ratelimit::{Limiter, SharedStore, StoreError};
+use crate::reply::{Outcome, Reason, Reply};
 
 const INGEST_SERVICE: &str = "edgehook.v1.Ingest";
 const PUBLISH_METHOD: &str = "Publish";
@@ -24,11 +26,108 @@ const PUBLISH_METHOD: &str = "Publish";
 proxy_wasm::main! {{
     // Also installs the hook that logs a panic's message before the trap.
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(Root { config: None }));
+    proxy_wasm::set_root_context(|_| Box::new(Root { config: None, metrics: Rc::default() }));
 }}
 
 struct Root {
     config: Option<Rc<FilterConfig>>,
+    metrics: Rc<Metrics>,
+}
+
+/// Shared data, where the rate-limit buckets live for every worker.
+struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Unavailable),
+        }
+    }
+}
+
+/// The host's wall clock in nanoseconds since the epoch (0 if unavailable).
+fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Metric ids, defined once per VM in `on_configure`. Envoy keeps one stat
+/// per name, so every worker's VM adds to the same counters. A metric the
+/// host refused to define is `None` and simply not counted.
+#[derive(Default)]
+struct Metrics {
+    /// Per source, per `Outcome::index()`.
+    outcomes: Vec<Vec<Option<u32>>>,
+    unknown_source: Option<u32>,
+    passed_through: Option<u32>,
+    /// Per source: microseconds from headers to answer.
+    time_us: Vec<Option<u32>>,
+}
+
+impl Metrics {
+    fn define(config: &FilterConfig) -> Metrics {
+        let define = |kind, name: &str| hostcalls::define_metric(kind, name).ok();
+        Metrics {
+            outcomes: config
+                .sources
+                .iter()
+                .map(|s| {
+                    // A request with a source is never an unknown source.
+                    Outcome::all()
+                        .map(|o| match o {
+                            Outcome::Rejected(Reason::UnknownSource) => None,
+                            o => {
+                                define(MetricType::Counter, &edge::outcome_metric(Some(&s.name), o))
+                            }
+                        })
+                        .collect()
+                })
+                .collect(),
+            unknown_source: define(
+                MetricType::Counter,
+                &edge::outcome_metric(None, Outcome::Rejected(Reason::UnknownSource)),
+            ),
+            passed_through: define(MetricType::Counter, "edgehook.passed_through"),
+            time_us: config
+                .sources
+                .iter()
+                .map(|s| define(MetricType::Histogram, &edge::time_metric(&s.name)))
+                .collect(),
+        }
+    }
+
+    fn count(id: Option<u32>) {
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    fn outcome(&self, source: Option<usize>, outcome: Outcome) {
+        let id = match source {
+            Some(i) => self
+                .outcomes
+                .get(i)
+                .and_then(|per| per.get(outcome.index()))
+                .copied()
+                .flatten(),
+            None => self.unknown_source,
+        };
+        Metrics::count(id);
+    }
+
+    fn time(&self, source: usize, micros: u64) {
+        if let Some(id) = self.time_us.get(source).copied().flatten() {
+            let _ = hostcalls::record_metric(id, micros);
+        }
+    }
 }
 
 impl Context for Root {}
@@ -45,6 +144,7 @@ impl RootContext for Root {
         match FilterConfig::parse(&raw, &|name| std::env::var(name).ok()) {
             Ok(config) => {
                 log::info!("edgehook: configured {} source(s)", config.sources.len());
+                self.metrics = Rc::new(Metrics::define(&config));
                 self.config = Some(Rc::new(config));
                 true
             }
@@ -66,28 +166,46 @@ impl RootContext for Root {
         // Envoy does not allow) every request is refused as unavailable.
         Some(Box::new(Stream {
             config: self.config.clone(),
+            metrics: self.metrics.clone(),
             phase: Phase::Headers,
             head: RequestHead::default(),
+            source: None,
+            started_ns: 0,
         }))
     }
 }
 
 enum Phase {
     Headers,
-    Buffering { source: usize },
-    AwaitingAck { token: u32 },
+    Buffering {
+        source: usize,
+    },
+    AwaitingAck {
+        token: u32,
+    },
     Replied,
+    /// Not ours: every later callback continues.
+    PassedThrough,
 }
 
 struct Stream {
     config: Option<Rc<FilterConfig>>,
+    metrics: Rc<Metrics>,
     phase: Phase,
     head: RequestHead,
+    /// The matched source, once routed.
+    source: Option<usize>,
+    started_ns: u64,
 }
 
 impl Stream {
     fn reply(&mut self, reply: Reply) -> Action {
         self.phase = Phase::Replied;
+        self.metrics.outcome(self.source, reply.outcome);
+        if let Some(source) = self.source {
+            let micros = now_ns().saturating_sub(self.started_ns) / 1000;
+            self.metrics.time(source, micros);
+        }
         let headers: Vec<(&str, &str)> = reply
             .headers
             .iter()
@@ -115,11 +233,13 @@ impl Stream {
             Ok(body) => body.unwrap_or_default(),
             Err(_) => return self.unavailable(),
         };
-        let now_ms = hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        match edge::on_body(src, &self.head, &body, now_ms) {
+        let now = now_ns();
+        let now_ms = i64::try_from(now / 1_000_000).unwrap_or(i64::MAX);
+        let limiter = Limiter {
+            store: &HostStore,
+            now_ns: now,
+        };
+        match edge::on_body(src, &self.head, &body, now_ms, &limiter) {
             BodyDecision::Reply(r) => self.reply(r),
             BodyDecision::Publish(message) => {
                 match hostcalls::dispatch_grpc_call(
@@ -176,6 +296,7 @@ impl Context for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.started_ns = now_ns();
         let Some(config) = self.config.clone() else {
             return self.unavailable();
         };
@@ -191,17 +312,35 @@ impl HttpContext for Stream {
             .and_then(|b| String::from_utf8(b).ok())
             .unwrap_or_default();
         self.head = RequestHead::new(Headers::new(pairs), end_of_stream, client_address);
-        match edge::on_headers(&config, &self.head) {
-            HeadDecision::Reply(r) => self.reply(r),
+        let limiter = Limiter {
+            store: &HostStore,
+            now_ns: self.started_ns,
+        };
+        match edge::on_headers(&config, &self.head, &limiter) {
+            HeadDecision::Reply { source, reply } => {
+                self.source = source;
+                self.reply(reply)
+            }
             HeadDecision::ReadBody { source } => {
+                self.source = Some(source);
                 self.phase = Phase::Buffering { source };
                 // Needs allow_on_headers_stop_iteration, or the body never comes.
                 Action::Pause
+            }
+            HeadDecision::PassThrough => {
+                self.phase = Phase::PassedThrough;
+                // The request is not ours: keep no copy of its headers.
+                self.head = RequestHead::default();
+                Metrics::count(self.metrics.passed_through);
+                Action::Continue
             }
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if matches!(self.phase, Phase::PassedThrough) {
+            return Action::Continue;
+        }
         let Phase::Buffering { source } = self.phase else {
             return Action::Pause;
         };
@@ -220,6 +359,9 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if matches!(self.phase, Phase::PassedThrough) {
+            return Action::Continue;
+        }
         // Trailers end the request; the body is complete.
         let Phase::Buffering { source } = self.phase else {
             return Action::Pause;

@@ -2,8 +2,10 @@
 //!
 //! Everything that decides lives in plain modules that never touch
 //! proxy-wasm, so the host target tests them: `config` (the plugin JSON),
-//! `headers` (client headers as bytes), `verify` (signature schemes),
-//! `edge` (the per-request decisions) and `reply` (what the sender is told).
+//! `headers` (client headers as bytes), `verify` (signature schemes), `ip`
+//! (client address and CIDR lists), `ratelimit` (token buckets over a
+//! shared store), `edge` (the per-request decisions, rules included) and
+//! `reply` (what the sender is told).
 //! `glue` is the thin proxy-wasm adapter and exists only in the wasm build.
 #![cfg_attr(
     test,

@@ -135,7 +135,7 @@ impl Default for RetentionConfig {
     }
 }
 
-/// The admin gRPC API (served by a later version; the keys are settled).
+/// The admin gRPC API (with health and reflection).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
@@ -156,7 +156,7 @@ impl Default for AdminConfig {
     }
 }
 
-/// Prometheus `/metrics` (served by a later version; the keys are settled).
+/// Prometheus `/metrics`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
@@ -375,7 +375,7 @@ fn default_min_free_disk_bytes() -> u64 {
     256 * 1024 * 1024
 }
 fn default_cache_capacity_bytes() -> u64 {
-    256 * 1024 * 1024
+    64 * 1024 * 1024
 }
 fn default_flush_every_ms() -> u64 {
     1000

@@ -172,11 +172,38 @@ async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            let listener = match TcpListener::bind(config.ingest.listen).await {
+            let ingest = match TcpListener::bind(config.ingest.listen).await {
                 Ok(l) => l,
                 Err(e) => return fail(format!("cannot listen on {}: {e}", config.ingest.listen)),
             };
-            match server::run(config, listener, shutdown_signal()).await {
+            // Without a token the admin API is not served at all.
+            let admin = match &config.admin.token {
+                None => None,
+                Some(_) => match TcpListener::bind(config.admin.listen).await {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        return fail(format!(
+                            "admin.listen: cannot listen on {}: {e}",
+                            config.admin.listen
+                        ));
+                    }
+                },
+            };
+            // Metrics are for watching; a taken port must not stop durable
+            // ingest, so it is logged loudly and the sidecar runs without them.
+            let metrics = match TcpListener::bind(config.metrics.listen).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!(listen = %config.metrics.listen, error = %e, "metrics.listen: cannot listen; /metrics is off");
+                    None
+                }
+            };
+            let listeners = server::Listeners {
+                ingest,
+                admin,
+                metrics,
+            };
+            match server::run_with(config, listeners, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

@@ -2,7 +2,8 @@
 //! dispatcher, and serves the ingest API until `shutdown` is cancelled. Then
 //! it stops taking events, commits what was already submitted, lets
 //! in-flight deliveries finish within the grace period, and flushes.
-//! Retention sweeps run beside them.
+//! Retention sweeps run beside them, and so do the admin API and
+//! `/metrics` when their listeners are given; shutdown stops them too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,10 +15,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::Feed;
+use crate::admin::{self, AdminContext, AdminService, DestinationInfo};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::dispatch::{self, Destination, HttpTransport, Shared};
 use crate::ingest::{IngestService, Writer, WriterConfig};
+use crate::metrics::{self, Metrics};
 use crate::retention;
 use crate::routing::Router;
 use crate::store::{SledStore, Store, StoreError};
@@ -34,16 +37,58 @@ pub enum ServeError {
     Client(#[from] reqwest::Error),
     #[error("ingest server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("admin.token: {0}")]
+    AdminToken(String),
 }
 
+/// Where the sidecar listens. Without `admin` or `metrics` those are not
+/// served (tests pass 127.0.0.1:0 listeners and read the bound ports).
+pub struct Listeners {
+    pub ingest: TcpListener,
+    pub admin: Option<TcpListener>,
+    pub metrics: Option<TcpListener>,
+}
+
+/// Serves ingest only.
 pub async fn run(
     config: Config,
     ingest: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let listeners = Listeners {
+        ingest,
+        admin: None,
+        metrics: None,
+    };
+    run_with(config, listeners, shutdown).await
+}
+
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let Listeners {
+        ingest,
+        admin: admin_listener,
+        metrics: metrics_listener,
+    } = listeners;
+    // The token is read before anything starts, so a missing environment
+    // variable fails the start, naming the key (never the value).
+    let admin_token = match (&admin_listener, &config.admin.token) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(ServeError::AdminToken(
+                "not set; the admin API is served only with a token".into(),
+            ));
+        }
+        (Some(_), Some(t)) => Some(t.resolve().map_err(ServeError::AdminToken)?),
+    };
     let store = open_store(&config).await?;
     let clock = Clock::system();
     let feed = Feed::default();
+    let metrics = Arc::new(Metrics::new());
+    let mut admin_destinations = Vec::new();
 
     let mut routed = Vec::new();
     let mut destinations = Vec::new();
@@ -59,6 +104,12 @@ pub async fn run(
         let dest = Destination::from_config(id, d).map_err(invalid)?;
         let wake = Arc::new(Notify::new());
         wakers.insert(id, wake.clone());
+        admin_destinations.push(DestinationInfo {
+            name: d.name.clone(),
+            id,
+            url: admin::display_url(&d.url),
+            wake: wake.clone(),
+        });
         routed.push((id, d));
         destinations.push((Arc::new(dest), wake));
     }
@@ -73,6 +124,7 @@ pub async fn run(
             max_batch: config.ingest.max_batch,
             min_free_disk_bytes: config.ingest.min_free_disk_bytes,
             feed: feed.clone(),
+            metrics: metrics.clone(),
         },
     );
     let background_stop = CancellationToken::new();
@@ -80,9 +132,10 @@ pub async fn run(
         store: store.clone(),
         transport: HttpTransport::new()?,
         clock,
-        feed,
+        feed: feed.clone(),
         shutdown: background_stop.clone(),
         grace: Duration::from_millis(config.shutdown_grace_ms),
+        metrics: metrics.clone(),
     });
     let mut background = dispatch::spawn(destinations, shared);
     background.spawn(retention::run(
@@ -92,10 +145,45 @@ pub async fn run(
         background_stop.clone(),
     ));
 
+    // The admin API and /metrics stop with ingest (on `shutdown`), before
+    // the dispatcher drains.
+    let mut side = tokio::task::JoinSet::new();
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let (Some(listener), Some(token)) = (admin_listener, admin_token) {
+        let service = AdminService::new(AdminContext {
+            store: store.clone(),
+            destinations: admin_destinations,
+            feed,
+            metrics: metrics.clone(),
+            clock,
+            started_at_ms: clock.now_ms(),
+            shutdown: shutdown.clone(),
+        });
+        let stop = shutdown.clone();
+        side.spawn(async move {
+            if let Err(e) = admin::serve(listener, service, token, stop).await {
+                tracing::error!(error = %e, "admin API server failed");
+            }
+        });
+    } else {
+        tracing::info!("the admin API is off (set admin.token to serve it)");
+    }
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(listener) = metrics_listener {
+        let (m, st, stop) = (metrics.clone(), store.clone(), shutdown.clone());
+        side.spawn(async move {
+            if let Err(e) = metrics::serve(listener, m, st, clock, stop).await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        });
+    }
+
     let ingest_service = IngestServer::new(IngestService::new(writer))
         .max_decoding_message_size(config.ingest.max_message_bytes);
     tracing::info!(
         ingest = %ingest.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        admin = %admin_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        metrics = %metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         data_dir = %config.data_dir.display(),
         durability = ?config.durability,
         destinations = config.destinations.len(),
@@ -112,6 +200,7 @@ pub async fn run(
     // The server has dropped its Writer handles: the writer commits what is
     // queued and ends.
     let _ = writer_task.await;
+    while side.join_next().await.is_some() {}
     background_stop.cancel();
     while background.join_next().await.is_some() {}
     let flushed = tokio::task::spawn_blocking(move || store.flush()).await;

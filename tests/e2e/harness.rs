@@ -514,6 +514,16 @@ impl Sidecar {
             .as_table_mut()
             .unwrap();
         ingest.insert("listen".into(), format!("127.0.0.1:{ingest_port}").into());
+        // Tests run side by side: the metrics port must not be the fixed
+        // default (the admin API is off unless a test gives it a token).
+        let metrics = config
+            .entry("metrics")
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .unwrap();
+        metrics
+            .entry("listen")
+            .or_insert_with(|| "127.0.0.1:0".into());
         std::fs::write(
             dir.path().join("edgehook.toml"),
             toml::to_string(&config).unwrap(),
@@ -829,6 +839,12 @@ impl Drop for Envoy {
             assert_no_secret("Envoy's log (the filter logs there)", &self.log());
         }
     }
+}
+
+/// The bootstrap YAML `Envoy::start` would run with `opts`, for tests that
+/// hand it to `envoy --mode validate`.
+pub fn envoy_config_yaml(opts: &EnvoyOptions) -> String {
+    envoy_yaml(opts)
 }
 
 fn envoy_yaml(opts: &EnvoyOptions) -> String {

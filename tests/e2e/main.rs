@@ -15,6 +15,7 @@
 mod harness;
 
 mod bad_input;
+mod config_validate;
 mod crash;
 mod delivery;
 mod guards;

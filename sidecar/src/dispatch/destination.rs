@@ -109,6 +109,7 @@ pub struct Shared<T> {
     pub feed: Feed,
     pub shutdown: CancellationToken,
     pub grace: Duration,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How long a store error makes the loop wait before it looks again.
@@ -157,6 +158,7 @@ pub async fn run<T: Transport + Clone>(
         let state = breaker.state(now);
         if state != last_state {
             tracing::info!(destination = %dest.name, breaker = ?state, "circuit breaker changed state");
+            shared.metrics.set_breaker(&dest.name, state);
             last_state = state;
         }
         let slots = dest.concurrency().saturating_sub(in_flight.len());
@@ -207,6 +209,7 @@ pub async fn run<T: Transport + Clone>(
                 }
             }
         }
+        shared.metrics.set_in_flight(&dest.name, in_flight.len());
         tokio::select! {
             Some(done) = in_flight.join_next() => {
                 // Record every attempt that has finished by now in one
@@ -394,6 +397,11 @@ fn report<T>(dest: &Destination, shared: &Shared<T>, p: Planned) {
     } = p;
     let status = outcome.attempt.status;
     let duration_ms = outcome.attempt.duration_ms;
+    shared.metrics.attempted(
+        &dest.name,
+        outcome.next.outcome(),
+        Duration::from_millis(u64::from(duration_ms)),
+    );
     match outcome.next {
         Next::Delivered => {
             tracing::info!(event_id, destination = %dest.name, attempt = attempt_no, status, duration_ms, "delivered");
@@ -519,6 +527,7 @@ mod tests {
             feed: Feed::default(),
             shutdown: shutdown.clone(),
             grace: Duration::from_secs(1),
+            metrics: Arc::default(),
         });
         let task = tokio::spawn(run(dest, shared, Arc::new(Notify::new())));
         loop {

@@ -47,6 +47,7 @@ pub struct WriterConfig {
     /// Refuse a batch when the data directory has less free space (0: off).
     pub min_free_disk_bytes: u64,
     pub feed: Feed,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Writer {
@@ -98,6 +99,7 @@ async fn run(mut rx: mpsc::Receiver<Pending>, store: Arc<dyn Store>, config: Wri
         max_batch,
         min_free_disk_bytes,
         feed,
+        metrics,
         ..
     } = config;
     let max_batch = max_batch.max(1);
@@ -144,9 +146,11 @@ async fn run(mut rx: mpsc::Receiver<Pending>, store: Arc<dyn Store>, config: Wri
         );
         match result {
             Ok(Ok(committed)) => {
+                metrics.group_commit(size, started.elapsed());
                 for ((reply, c), (source, event_type)) in
                     replies.into_iter().zip(committed).zip(ingested)
                 {
+                    metrics.ingested(&source, c.duplicate);
                     feed.publish(Activity::Ingested {
                         event_id: c.event_id.clone(),
                         source,

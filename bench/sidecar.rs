@@ -1,0 +1,352 @@
+//! The sidecar alone: durable ingest through gRPC, delivery to a local
+//! receiver (and draining a backlog), and a large backlog's disk, memory
+//! and restart time. The sidecar runs as its own process, as in production.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use serde::Serialize;
+
+use crate::load;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `edgehook serve` (the build this benchmark was built with) on its own
+/// data directory, logging at `info` as a deployment would.
+pub struct Sidecar {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    pub fn start(extra_toml: &str) -> Sidecar {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("edgehook.toml"),
+            format!(
+                "data_dir = \"{}\"\n{extra_toml}\n[ingest]\nlisten = \"127.0.0.1:{port}\"\nmin_free_disk_bytes = 0\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("config written");
+        let mut s = Sidecar {
+            child: None,
+            port,
+            dir,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts the process and returns once ingest accepts connections.
+    pub fn spawn(&mut self) -> Instant {
+        let started = Instant::now();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_edgehook"))
+            .args(["serve", "--config"])
+            .arg(self.dir.path().join("edgehook.toml"))
+            .env("EDGEHOOK_LOG", "info,edgehook_sidecar::ingest=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("edgehook serve starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "the sidecar did not listen");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        started
+    }
+
+    /// SIGTERM and wait: the data directory is then complete on disk.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("sidecar.log")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// (resident now, peak resident) in bytes.
+    pub fn rss(&self) -> (u64, u64) {
+        let Some(child) = &self.child else {
+            return (0, 0);
+        };
+        rss_of(child.id())
+    }
+
+    /// Mean and largest group-commit batch, from the writer's debug lines.
+    pub fn batches(&self) -> (f64, u64) {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let sizes: Vec<u64> = text
+            .lines()
+            .filter(|l| l.contains("group commit"))
+            .filter_map(|l| l.split("batch=").nth(1))
+            .filter_map(|v| v.split_whitespace().next())
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let sum: u64 = sizes.iter().sum();
+        (
+            sum as f64 / sizes.len().max(1) as f64,
+            sizes.iter().copied().max().unwrap_or(0),
+        )
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// VmRSS and VmHWM of a process, in bytes.
+pub fn rss_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+pub fn dir_bytes(path: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += dir_bytes(&e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestRun {
+    pub durability: &'static str,
+    pub clients: usize,
+    pub events_per_s: f64,
+    pub acked: u64,
+    pub failed: u64,
+    pub mean_batch: f64,
+    pub max_batch: u64,
+}
+
+pub async fn ingest(durability: &'static str, clients: usize, seconds: f64) -> IngestRun {
+    let sidecar = Sidecar::start(&format!("durability = \"{durability}\""));
+    let r = load::publish(
+        sidecar.port,
+        clients,
+        Duration::from_secs_f64(seconds),
+        u64::MAX,
+        vec![b'x'; 1024],
+    )
+    .await;
+    let (mean_batch, max_batch) = sidecar.batches();
+    IngestRun {
+        durability,
+        clients,
+        events_per_s: r.events_per_s,
+        acked: r.acked,
+        failed: r.failed,
+        mean_batch,
+        max_batch,
+    }
+}
+
+/// A receiver that does as little as possible: counts answers and
+/// remembers which event ids got a 2xx. `fail_every` > 0 answers 500 to
+/// one request in that many.
+#[derive(Default)]
+pub struct FastReceiver {
+    requests: AtomicU64,
+    delivered: Mutex<HashSet<String>>,
+    fail_every: AtomicU64,
+}
+
+impl FastReceiver {
+    pub async fn serve(self: &Arc<Self>, port: u16) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("receiver port");
+        let me = self.clone();
+        let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+            let me = me.clone();
+            async move {
+                let n = me.requests.fetch_add(1, Ordering::Relaxed) + 1;
+                let every = me.fail_every.load(Ordering::Relaxed);
+                if every > 0 && n.is_multiple_of(every) {
+                    return StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                if let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) {
+                    me.delivered.lock().unwrap().insert(id.to_string());
+                }
+                StatusCode::OK
+            }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
+
+    pub fn delivered(&self) -> usize {
+        self.delivered.lock().unwrap().len()
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrainRun {
+    pub events: u64,
+    pub failure_share: f64,
+    pub publish_s: f64,
+    pub drain_s: f64,
+    pub deliveries_per_s: f64,
+    pub requests: u64,
+}
+
+fn destination_toml(port: u16) -> String {
+    format!(
+        "[[destinations]]\nname = \"bench\"\nurl = \"http://127.0.0.1:{port}/in\"\n\
+         max_concurrency = 128\ntimeout_ms = 5000\n\
+         retry = {{ initial_ms = 100, max_delay_ms = 1000, max_attempts = 100, max_age_s = 3600 }}\n\
+         breaker = {{ failures = 1000000, cooldown_ms = 1000 }}\n"
+    )
+}
+
+/// Publishes `events` with the receiver down (a backlog), then starts the
+/// receiver and times until every event has been delivered.
+pub async fn drain(events: u64, fail_every: u64) -> DrainRun {
+    let port = free_port();
+    let sidecar = Sidecar::start(&format!(
+        "durability = \"flush\"\n{}",
+        destination_toml(port)
+    ));
+    let started = Instant::now();
+    let published = load::publish(
+        sidecar.port,
+        256,
+        Duration::from_secs(600),
+        events,
+        vec![b'x'; 1024],
+    )
+    .await;
+    assert_eq!(published.acked, events, "every event acked");
+    let publish_s = started.elapsed().as_secs_f64();
+    let receiver = Arc::new(FastReceiver::default());
+    receiver.fail_every.store(fail_every, Ordering::Relaxed);
+    let start = Instant::now();
+    receiver.serve(port).await;
+    let deadline = start + Duration::from_secs(600);
+    while (receiver.delivered() as u64) < events {
+        assert!(Instant::now() < deadline, "the backlog did not drain");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drain_s = start.elapsed().as_secs_f64();
+    DrainRun {
+        events,
+        failure_share: if fail_every == 0 {
+            0.0
+        } else {
+            1.0 / fail_every as f64
+        },
+        publish_s,
+        drain_s,
+        deliveries_per_s: events as f64 / drain_s,
+        requests: receiver.requests(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BacklogRun {
+    pub events: u64,
+    pub body_bytes: usize,
+    pub publish_s: f64,
+    pub disk_bytes: u64,
+    pub disk_bytes_per_event: f64,
+    pub restart_to_first_delivery_s: f64,
+    pub rss_at_first_delivery_bytes: u64,
+    pub peak_rss_bytes: u64,
+}
+
+/// A large undelivered backlog: its size on disk, and what a restart costs.
+pub async fn backlog(events: u64) -> BacklogRun {
+    let port = free_port();
+    let mut sidecar = Sidecar::start(&destination_toml(port));
+    let started = Instant::now();
+    let published = load::publish(
+        sidecar.port,
+        256,
+        Duration::from_secs(3600),
+        events,
+        vec![b'x'; 1024],
+    )
+    .await;
+    assert_eq!(published.acked, events, "every event acked");
+    let publish_s = started.elapsed().as_secs_f64();
+    sidecar.stop();
+    let disk_bytes = dir_bytes(&sidecar.data_dir());
+
+    let receiver = Arc::new(FastReceiver::default());
+    receiver.serve(port).await;
+    let restarted = sidecar.spawn();
+    let deadline = restarted + Duration::from_secs(120);
+    while receiver.delivered() == 0 {
+        assert!(Instant::now() < deadline, "no delivery after the restart");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let first = restarted.elapsed().as_secs_f64();
+    let (rss_now, _) = sidecar.rss();
+    // Let it work through part of the backlog to see the peak under load.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, peak) = sidecar.rss();
+    BacklogRun {
+        events,
+        body_bytes: 1024,
+        publish_s,
+        disk_bytes,
+        disk_bytes_per_event: disk_bytes as f64 / events as f64,
+        restart_to_first_delivery_s: first,
+        rss_at_first_delivery_bytes: rss_now,
+        peak_rss_bytes: peak,
+    }
+}
