@@ -39,7 +39,16 @@ async fn wait_status(admin: &Admin, id: &str, want: DeliveryStatus) {
 #[tokio::test]
 async fn every_admin_call_needs_the_token_and_health_does_not() {
     let sidecar = Sidecar::start(200).await;
-    for auth in [None, Some("Bearer wrong-token"), Some(TOKEN)] {
+    // The token with its last character changed: compared in full, not by prefix.
+    let mut one_off = format!("Bearer {TOKEN}");
+    let last = one_off.pop().unwrap();
+    one_off.push(if last == 'x' { 'y' } else { 'x' });
+    for auth in [
+        None,
+        Some("Bearer wrong-token"),
+        Some(TOKEN),
+        Some(one_off.as_str()),
+    ] {
         let mut admin = sidecar.admin_with(auth).await;
         let err = admin.stats(StatsRequest {}).await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{auth:?}");
@@ -83,7 +92,7 @@ async fn every_admin_call_needs_the_token_and_health_does_not() {
         .iter()
         .find(|s| s.metric == "edgehook_admin_unauthenticated_total")
         .expect("the unauthenticated counter");
-    assert_eq!(refused.value, prometheus_parse::Value::Counter(6.0));
+    assert_eq!(refused.value, prometheus_parse::Value::Counter(8.0));
     sidecar.stop().await.unwrap();
 }
 
