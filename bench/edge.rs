@@ -95,8 +95,14 @@ pub struct EdgeReport {
     pub runs: Vec<PathRun>,
 }
 
-async fn envoy(baseline: bool, sidecar_port: u16) -> Envoy {
-    let mut opts = EnvoyOptions::new(harness::filter_config(sources(), 2000), sidecar_port);
+/// Plain Envoy (`baseline`), or Envoy with the filter making one call per
+/// event, or batching per worker (`batch`).
+async fn envoy(baseline: bool, batch: bool, sidecar_port: u16) -> Envoy {
+    let mut filter = harness::filter_config(sources(), 2000);
+    if batch {
+        filter["sidecar"]["batch"] = json!({"tick_ms": 1});
+    }
+    let mut opts = EnvoyOptions::new(filter, sidecar_port);
     opts.baseline = baseline;
     opts.log_level = "warn";
     opts.concurrency = 1;
@@ -106,12 +112,13 @@ async fn envoy(baseline: bool, sidecar_port: u16) -> Envoy {
 pub async fn edge(settings: &WrkSettings, body_sizes: &[usize]) -> EdgeReport {
     let scratch = tempfile::tempdir().unwrap();
     let sidecar = Sidecar::start("");
-    let plain = envoy(true, sidecar.port).await;
-    let filtered = envoy(false, sidecar.port).await;
+    let plain = envoy(true, false, sidecar.port).await;
+    let filtered = envoy(false, false, sidecar.port).await;
+    let batched = envoy(false, true, sidecar.port).await;
     let mut runs = Vec::new();
     for &size in body_sizes {
         let b = body(size);
-        let cases: [Case; 4] = [
+        let cases: [Case; 5] = [
             (
                 "baseline (plain Envoy, buffer + direct response)",
                 &plain,
@@ -134,8 +141,15 @@ pub async fn edge(settings: &WrkSettings, body_sizes: &[usize]) -> EdgeReport {
                 200,
             ),
             (
-                "full: verify, publish, durable store",
+                "full, one call per event: verify, publish, durable store",
                 &filtered,
+                "/hooks/full",
+                full_headers(&b),
+                202,
+            ),
+            (
+                "full, batched per worker (the shipped configs)",
+                &batched,
                 "/hooks/full",
                 full_headers(&b),
                 202,
@@ -175,7 +189,7 @@ pub async fn edge(settings: &WrkSettings, body_sizes: &[usize]) -> EdgeReport {
 /// time, measured from when each request was due.
 pub async fn fixed_rate(rps: u64, seconds: u64) -> load::FixedRateResult {
     let sidecar = Sidecar::start("");
-    let envoy = envoy(false, sidecar.port).await;
+    let envoy = envoy(false, true, sidecar.port).await;
     let b = body(1024);
     let headers = full_headers(&b);
     let url = envoy.url("/hooks/full");
@@ -202,7 +216,7 @@ pub struct MemoryRun {
 /// rounds of requests through the filter's verify path.
 pub async fn filter_memory(rounds: u64, per_round: u64) -> MemoryRun {
     let sidecar = Sidecar::start("");
-    let envoy = envoy(false, sidecar.port).await;
+    let envoy = envoy(false, true, sidecar.port).await;
     let pid = envoy.pid().expect("Envoy runs");
     let b = body(1024);
     let headers = sw_headers(&b, false);

@@ -60,6 +60,17 @@ pub struct SidecarConfig {
     pub cluster: String,
     /// How long a publish may take before the sender gets 503.
     pub timeout: Duration,
+    /// Per-worker batching: the events that arrive within one tick go to
+    /// the sidecar as one `PublishBatch` call. `None`: one call per event.
+    pub batch: Option<BatchConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// How often a worker sends what it gathered.
+    pub tick: Duration,
+    /// Most events in one call.
+    pub max_events: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +144,24 @@ struct RawSidecar {
     cluster: String,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
+    #[serde(default)]
+    batch: Option<RawBatch>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    #[serde(default = "default_batch_tick_ms")]
+    tick_ms: u64,
+    #[serde(default = "default_batch_max_events")]
+    max_events: usize,
+}
+
+fn default_batch_tick_ms() -> u64 {
+    1
+}
+fn default_batch_max_events() -> usize {
+    256
 }
 
 impl Default for RawSidecar {
@@ -140,6 +169,7 @@ impl Default for RawSidecar {
         RawSidecar {
             cluster: default_cluster(),
             timeout_ms: default_timeout_ms(),
+            batch: None,
         }
     }
 }
@@ -362,6 +392,27 @@ impl FilterConfig {
                 "must be between 1 and 60000",
             ));
         }
+        let batch = match raw.sidecar.batch {
+            None => None,
+            Some(b) => {
+                if !(1..=1000).contains(&b.tick_ms) {
+                    return Err(ConfigError::at(
+                        "sidecar.batch.tick_ms",
+                        "must be between 1 and 1000",
+                    ));
+                }
+                if !(1..=4096).contains(&b.max_events) {
+                    return Err(ConfigError::at(
+                        "sidecar.batch.max_events",
+                        "must be between 1 and 4096",
+                    ));
+                }
+                Some(BatchConfig {
+                    tick: Duration::from_millis(b.tick_ms),
+                    max_events: b.max_events,
+                })
+            }
+        };
         if raw.sources.is_empty() {
             return Err(ConfigError::at(
                 "sources",
@@ -394,6 +445,7 @@ impl FilterConfig {
             sidecar: SidecarConfig {
                 cluster: raw.sidecar.cluster,
                 timeout: Duration::from_millis(raw.sidecar.timeout_ms),
+                batch,
             },
             sources,
             unknown_source,

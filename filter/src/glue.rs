@@ -6,7 +6,14 @@
 //! header value. Client headers are read as bytes in the headers callback
 //! (after that the host may no longer offer them). It also owns the host
 //! side of rate limiting (shared data as a `SharedStore`) and the metrics.
+//!
+//! With `sidecar.batch`, a finished request parks its event in the worker's
+//! `Batcher` instead of calling the sidecar; the root context sends what was
+//! parked on each tick and answers every request from the batch ack. The
+//! root makes and receives those calls so that the answer never depends on
+//! one request's stream still being there.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -14,6 +21,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
+use crate::batch::{Batcher, Waiting};
 use crate::config::FilterConfig;
 use crate::edge::{self, BodyDecision, HeadDecision, PublishResult, RequestHead};
 use crate::headers::Headers;
@@ -22,16 +30,49 @@ use crate::reply::{Outcome, Reason, Reply};
 
 const INGEST_SERVICE: &str = "edgehook.v1.Ingest";
 const PUBLISH_METHOD: &str = "Publish";
+const PUBLISH_BATCH_METHOD: &str = "PublishBatch";
 
 proxy_wasm::main! {{
     // Also installs the hook that logs a panic's message before the trap.
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(Root { config: None, metrics: Rc::default() }));
+    proxy_wasm::set_root_context(|_| Box::new(Root {
+        config: None,
+        metrics: Rc::default(),
+        batcher: Rc::default(),
+    }));
 }}
 
 struct Root {
     config: Option<Rc<FilterConfig>>,
     metrics: Rc<Metrics>,
+    /// This worker's parked events (with `sidecar.batch`).
+    batcher: Rc<RefCell<Batcher>>,
+}
+
+/// Sends a local reply on the effective context.
+fn send(reply: &Reply) {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body)) {
+        log::warn!("edgehook: could not send the local reply: {status:?}");
+    }
+}
+
+impl Root {
+    /// Answers a parked request from the root; a stream that is gone (the
+    /// client hung up) is skipped.
+    fn answer(&self, waiting: &Waiting, reply: &Reply) {
+        if hostcalls::set_effective_context(waiting.context).is_err() {
+            return;
+        }
+        self.metrics.outcome(Some(waiting.source), reply.outcome);
+        let micros = now_ns().saturating_sub(waiting.started_ns) / 1000;
+        self.metrics.time(waiting.source, micros);
+        send(reply);
+    }
 }
 
 /// Shared data, where the rate-limit buckets live for every worker.
@@ -130,7 +171,27 @@ impl Metrics {
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        // Read the ack while the root is the effective context.
+        let ack = if status_code == 0 {
+            hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, response_size)
+                .ok()
+                .map(Option::unwrap_or_default)
+        } else {
+            let message = hostcalls::get_grpc_status().ok().and_then(|(_, m)| m);
+            log::warn!(
+                "edgehook: sidecar answered gRPC status {status_code} to a batch: {}",
+                message.unwrap_or_default()
+            );
+            None
+        };
+        let replies = self.batcher.borrow_mut().answered(token_id, ack.as_deref());
+        for (waiting, reply) in &replies {
+            self.answer(waiting, reply);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -145,6 +206,14 @@ impl RootContext for Root {
             Ok(config) => {
                 log::info!("edgehook: configured {} source(s)", config.sources.len());
                 self.metrics = Rc::new(Metrics::define(&config));
+                let tick = config
+                    .sidecar
+                    .batch
+                    .map_or(std::time::Duration::ZERO, |b| b.tick);
+                if let Err(status) = hostcalls::set_tick_period(tick) {
+                    log::error!("edgehook: cannot set the batch tick: {status:?}");
+                    return false;
+                }
                 self.config = Some(Rc::new(config));
                 true
             }
@@ -161,10 +230,51 @@ impl RootContext for Root {
         Some(ContextType::HttpContext)
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn on_tick(&mut self) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let Some(batch) = config.sidecar.batch else {
+            return;
+        };
+        // Make every call first and answer failures after: an answer can
+        // run other streams' callbacks, and a call is registered to
+        // whichever context the SDK last ran.
+        let mut failed = Vec::new();
+        loop {
+            let Some(out) = self.batcher.borrow_mut().take(batch.max_events) else {
+                break;
+            };
+            match hostcalls::dispatch_grpc_call(
+                &config.sidecar.cluster,
+                INGEST_SERVICE,
+                PUBLISH_BATCH_METHOD,
+                Vec::new(),
+                Some(&out.message),
+                config.sidecar.timeout,
+            ) {
+                Ok(token) => self.batcher.borrow_mut().sent(token, out.waiting),
+                Err(status) => {
+                    log::warn!(
+                        "edgehook: cannot call the sidecar on cluster {:?}: {status:?}",
+                        config.sidecar.cluster
+                    );
+                    failed.extend(out.waiting);
+                }
+            }
+        }
+        let unavailable = Reply::reject(Reason::SidecarUnavailable, None);
+        for waiting in &failed {
+            self.answer(waiting, &unavailable);
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Returning None would panic in the SDK; without a config (which
         // Envoy does not allow) every request is refused as unavailable.
         Some(Box::new(Stream {
+            context_id,
+            batcher: self.batcher.clone(),
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             phase: Phase::Headers,
@@ -183,12 +293,16 @@ enum Phase {
     AwaitingAck {
         token: u32,
     },
+    /// Parked in the worker's batch; the root answers.
+    AwaitingBatch,
     Replied,
     /// Not ours: every later callback continues.
     PassedThrough,
 }
 
 struct Stream {
+    context_id: u32,
+    batcher: Rc<RefCell<Batcher>>,
     config: Option<Rc<FilterConfig>>,
     metrics: Rc<Metrics>,
     phase: Phase,
@@ -206,15 +320,7 @@ impl Stream {
             let micros = now_ns().saturating_sub(self.started_ns) / 1000;
             self.metrics.time(source, micros);
         }
-        let headers: Vec<(&str, &str)> = reply
-            .headers
-            .iter()
-            .map(|(k, v)| (*k, v.as_str()))
-            .collect();
-        if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body))
-        {
-            log::warn!("edgehook: could not send the local reply: {status:?}");
-        }
+        send(&reply);
         Action::Pause
     }
 
@@ -241,6 +347,16 @@ impl Stream {
         };
         match edge::on_body(src, &self.head, &body, now_ms, &limiter) {
             BodyDecision::Reply(r) => self.reply(r),
+            BodyDecision::Publish(message) if config.sidecar.batch.is_some() => {
+                let waiting = Waiting {
+                    context: self.context_id,
+                    source,
+                    started_ns: self.started_ns,
+                };
+                self.batcher.borrow_mut().push(waiting, message);
+                self.phase = Phase::AwaitingBatch;
+                Action::Pause
+            }
             BodyDecision::Publish(message) => {
                 match hostcalls::dispatch_grpc_call(
                     &config.sidecar.cluster,

@@ -17,6 +17,7 @@
     )
 )]
 
+pub mod batch;
 pub mod config;
 pub mod edge;
 pub mod headers;

@@ -282,3 +282,137 @@ async fn a_batch_is_acked_event_by_event_in_order() {
     want.sort();
     assert_eq!(ids, want);
 }
+
+/// The demo source with per-worker batching on (a long tick, so that the
+/// test's concurrent requests land in a few calls).
+fn batching_filter(tick_ms: u64) -> serde_json::Value {
+    json!({
+        "sidecar": {"cluster": "edgehook_sidecar", "timeout_ms": 2000,
+                    "batch": {"tick_ms": tick_ms, "max_events": 64}},
+        "sources": [demo_source()],
+    })
+}
+
+#[tokio::test]
+async fn with_batching_each_request_gets_its_own_ack_from_fewer_calls() {
+    let receiver = Receiver::start().await;
+    let sidecar = Sidecar::start(&Sidecar::destination_toml("r", &receiver.url("/in"))).await;
+    let envoy = Envoy::start(EnvoyOptions::new(batching_filter(50), sidecar.ingest_port)).await;
+    let url = envoy.url("/hooks/demo");
+    let sends = (0..40).map(|i| {
+        let url = url.clone();
+        async move {
+            let body = format!("{{\"n\":{i}}}");
+            let msg = if i == 39 {
+                "msg_batch_0".to_string()
+            } else {
+                format!("msg_batch_{i}")
+            };
+            post(
+                &url,
+                &standard_webhooks_headers(SECRET, &msg, now_s(), body.as_bytes()),
+                body.as_bytes(),
+            )
+            .await
+        }
+    });
+    let answers: Vec<Answer> = futures_join(sends).await;
+    let mut ids = std::collections::HashSet::new();
+    for a in &answers {
+        assert_eq!(a.status, 202, "{a:?}");
+        ids.insert(a.json()["id"].as_str().unwrap().to_string());
+    }
+    // msg_batch_0 was sent twice: one id, the other marked duplicate.
+    assert_eq!(ids.len(), 39);
+    let dup = answers
+        .iter()
+        .filter(|a| a.json()["duplicate"] == json!(true))
+        .count();
+    assert_eq!(dup, 1);
+    let calls = envoy
+        .stat("cluster.edgehook_sidecar.upstream_rq_total")
+        .await;
+    assert!((1..40).contains(&calls), "{calls} calls for 40 events");
+    receiver.wait_delivered(39).await;
+    let delivered: std::collections::HashSet<String> = receiver
+        .delivered()
+        .iter()
+        .filter_map(|d| d.header("webhook-id").map(str::to_string))
+        .collect();
+    assert_eq!(delivered, ids);
+}
+
+#[tokio::test]
+async fn with_batching_and_the_sidecar_down_every_request_gets_503() {
+    let envoy = Envoy::start(EnvoyOptions::new(batching_filter(5), free_port())).await;
+    let url = envoy.url("/hooks/demo");
+    let sends = (0..5).map(|i| {
+        let url = url.clone();
+        async move {
+            let body = format!("{{\"n\":{i}}}");
+            let msg = format!("msg_down_{i}");
+            post(
+                &url,
+                &standard_webhooks_headers(SECRET, &msg, now_s(), body.as_bytes()),
+                body.as_bytes(),
+            )
+            .await
+        }
+    });
+    for a in futures_join(sends).await {
+        assert_eq!(a.status, 503, "{a:?}");
+        assert!(a.header("retry-after").is_some());
+    }
+}
+
+/// Runs the futures concurrently, keeping their order.
+async fn futures_join<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn with_batching_a_sender_that_hangs_up_while_parked_harms_no_one() {
+    use tokio::io::AsyncWriteExt;
+
+    let receiver = Receiver::start().await;
+    let sidecar = Sidecar::start(&Sidecar::destination_toml("r", &receiver.url("/in"))).await;
+    let envoy = Envoy::start(EnvoyOptions::new(batching_filter(300), sidecar.ingest_port)).await;
+    // A whole signed request, then the connection is dropped before the
+    // tick sends the batch.
+    let body = br#"{"n":"gone"}"#;
+    let mut head = format!(
+        "POST /hooks/demo HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in standard_webhooks_headers(SECRET, "msg_gone", now_s(), body) {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", envoy.port))
+        .await
+        .unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(body).await.unwrap();
+    drop(conn);
+
+    let ok = post(
+        &envoy.url("/hooks/demo"),
+        &standard_webhooks_headers(SECRET, "msg_stays", now_s(), b"{}"),
+        b"{}",
+    )
+    .await;
+    assert_eq!(ok.status, 202, "{ok:?}");
+    assert_eq!(envoy.stat("wasm.edgehook.vm_reload_success").await, 0);
+    // The parked event was published all the same (at least once).
+    receiver.wait_delivered(2).await;
+}
