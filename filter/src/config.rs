@@ -1093,6 +1093,21 @@ mod tests {
                 "sidecar.timeout_ms",
                 "",
             ),
+            (
+                r#"{"sources":[],"sidecar":{"batch":{"tick_ms":0}}}"#.to_string(),
+                "sidecar.batch.tick_ms",
+                "between 1 and 1000",
+            ),
+            (
+                r#"{"sources":[],"sidecar":{"batch":{"max_events":5000}}}"#.to_string(),
+                "sidecar.batch.max_events",
+                "between 1 and 4096",
+            ),
+            (
+                r#"{"sources":[],"sidecar":{"batch":{"tick":1}}}"#.to_string(),
+                "sidecar.batch.tick",
+                "unknown field",
+            ),
             (r#"{"sources":[]}"#.to_string(), "sources", "at least one"),
         ];
         for (json, path, words) in cases {
