@@ -40,7 +40,7 @@ fn full() -> Scale {
         name: "full",
         wrk: wrk::WrkSettings {
             threads: 1,
-            connections: 32,
+            connections: 256,
             duration_s: 10,
         },
         body_sizes: vec![1024, 16 * 1024],
@@ -127,6 +127,14 @@ async fn main() {
         .nth(1)
         .map(|v| v.split(',').map(str::to_string).collect());
     let run = |suite: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == suite));
+    let mut scale = scale;
+    if let Some(c) = std::env::args()
+        .skip_while(|a| a != "--connections")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+    {
+        scale.wrk.connections = c;
+    }
     eprintln!("edgehook bench: {} run", scale.name);
     let mut report = Report {
         scale: scale.name,

@@ -31,11 +31,7 @@ const SENDERS: usize = 4;
 async fn sigkill_under_load_loses_no_acked_event() {
     let receiver = Receiver::start().await;
     let mut sidecar = Sidecar::start(&fast_destination(&receiver.url("/in"), "")).await;
-    let envoy = Envoy::start(EnvoyOptions::new(
-        filter_config(json!([demo_source()]), 1000),
-        sidecar.ingest_port,
-    ))
-    .await;
+    let envoy = demo_envoy(sidecar.ingest_port, 1000).await;
     let load = Load::start(envoy.url("/hooks/demo"), SENDERS, "crash");
     let kills = rounds(5);
     for _ in 0..kills {
@@ -212,11 +208,7 @@ async fn restarting_envoy_under_load_never_acks_what_was_not_stored() {
 async fn a_receiver_that_goes_down_fails_and_hangs_loses_nothing() {
     let mut receiver = Receiver::start().await;
     let sidecar = Sidecar::start(&fast_destination(&receiver.url("/in"), "")).await;
-    let envoy = Envoy::start(EnvoyOptions::new(
-        filter_config(json!([demo_source()]), 1000),
-        sidecar.ingest_port,
-    ))
-    .await;
+    let envoy = demo_envoy(sidecar.ingest_port, 1000).await;
     let load = Load::start(envoy.url("/hooks/demo"), SENDERS, "receiver");
     for _ in 0..rounds(1) {
         load.more_acks(ACKS_BETWEEN_KILLS).await;
@@ -256,22 +248,13 @@ async fn under_the_disk_floor_the_edge_answers_503_and_ingest_resumes_by_itself(
         fs2::available_space(scratch.path()).unwrap() / (1 << 20),
         "the ballast and the data directory share a file system"
     );
-    let envoy = Envoy::start(EnvoyOptions::new(
-        filter_config(json!([demo_source()]), 1000),
-        sidecar.ingest_port,
-    ))
-    .await;
+    let envoy = demo_envoy(sidecar.ingest_port, 1000).await;
     let send = |n: usize| {
         let url = envoy.url("/hooks/demo");
         async move {
             let msg = format!("msg_disk_{n}");
             let body = format!("{{\"n\":{n}}}");
-            post(
-                &url,
-                &standard_webhooks_headers(SECRET, &msg, now_s(), body.as_bytes()),
-                body.as_bytes(),
-            )
-            .await
+            send_signed(&url, &msg, body.as_bytes()).await
         }
     };
     let before = send(0).await;
@@ -316,20 +299,11 @@ async fn under_the_disk_floor_the_edge_answers_503_and_ingest_resumes_by_itself(
 async fn a_damaged_store_is_refused_at_start_with_the_path_named() {
     let receiver = Receiver::start().await;
     let mut sidecar = Sidecar::start(&fast_destination(&receiver.url("/in"), "")).await;
-    let envoy = Envoy::start(EnvoyOptions::new(
-        filter_config(json!([demo_source()]), 1000),
-        sidecar.ingest_port,
-    ))
-    .await;
+    let envoy = demo_envoy(sidecar.ingest_port, 1000).await;
     for i in 0..50 {
         let body = format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(2000));
         let msg = format!("msg_damage_{i}");
-        let a = post(
-            &envoy.url("/hooks/demo"),
-            &standard_webhooks_headers(SECRET, &msg, now_s(), body.as_bytes()),
-            body.as_bytes(),
-        )
-        .await;
+        let a = send_signed(&envoy.url("/hooks/demo"), &msg, body.as_bytes()).await;
         assert_eq!(a.status, 202);
     }
     assert!(sidecar.stop().await.success());

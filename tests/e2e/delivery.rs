@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use hmac::{KeyInit, Mac};
-use serde_json::json;
 
 use crate::harness::*;
 
@@ -24,11 +23,7 @@ fn destination(name: &str, url: &str, extra: &str) -> String {
 /// source.
 async fn start(toml: &str) -> (Sidecar, Envoy) {
     let sidecar = Sidecar::start(toml).await;
-    let envoy = Envoy::start(EnvoyOptions::new(
-        filter_config(json!([demo_source()]), 2000),
-        sidecar.ingest_port,
-    ))
-    .await;
+    let envoy = demo_envoy(sidecar.ingest_port, 2000).await;
     (sidecar, envoy)
 }
 

@@ -41,16 +41,7 @@ async fn stack(sources: Value) -> Stack {
 /// Envoy's whole `/stats` text (histograms included, which `stats()`
 /// leaves out).
 async fn stats_text(envoy: &Envoy) -> String {
-    let text = client()
-        .get(format!("http://{}/stats", envoy.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_no_secret("Envoy's stats", &text);
-    text
+    envoy.stats_text().await
 }
 
 /// The demo source under another name and path, with `extra` fields.

@@ -212,6 +212,17 @@ impl Answer {
     }
 }
 
+/// POSTs `body` signed for the demo source as Standard Webhooks message
+/// `msg_id`, now.
+pub async fn send_signed(url: &str, msg_id: &str, body: &[u8]) -> Answer {
+    post(
+        url,
+        &standard_webhooks_headers(SECRET, msg_id, now_s(), body),
+        body,
+    )
+    .await
+}
+
 pub async fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> Answer {
     let mut req = client().post(url).body(body.to_vec());
     if !headers
@@ -677,6 +688,15 @@ pub fn demo_source() -> Value {
     })
 }
 
+/// Envoy with the demo source, publishing to the sidecar at `ingest_port`.
+pub async fn demo_envoy(ingest_port: u16, timeout_ms: u64) -> Envoy {
+    Envoy::start(EnvoyOptions::new(
+        filter_config(json!([demo_source()]), timeout_ms),
+        ingest_port,
+    ))
+    .await
+}
+
 /// Real Envoy with the built `.wasm`.
 pub struct Envoy {
     dir: tempfile::TempDir,
@@ -789,8 +809,8 @@ impl Envoy {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    /// Envoy's counters and gauges, by name.
-    pub async fn stats(&self) -> BTreeMap<String, i64> {
+    /// Envoy's whole `/stats` text, histograms included.
+    pub async fn stats_text(&self) -> String {
         let text = client()
             .get(format!("http://{}/stats", self.admin))
             .send()
@@ -800,6 +820,12 @@ impl Envoy {
             .await
             .unwrap();
         assert_no_secret("Envoy's stats (the filter's metrics)", &text);
+        text
+    }
+
+    /// Envoy's counters and gauges, by name.
+    pub async fn stats(&self) -> BTreeMap<String, i64> {
+        let text = self.stats_text().await;
         text.lines()
             .filter_map(|l| {
                 let (k, v) = l.split_once(": ")?;

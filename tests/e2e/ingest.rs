@@ -308,12 +308,7 @@ async fn with_batching_each_request_gets_its_own_ack_from_fewer_calls() {
             } else {
                 format!("msg_batch_{i}")
             };
-            post(
-                &url,
-                &standard_webhooks_headers(SECRET, &msg, now_s(), body.as_bytes()),
-                body.as_bytes(),
-            )
-            .await
+            send_signed(&url, &msg, body.as_bytes()).await
         }
     });
     let answers: Vec<Answer> = futures_join(sends).await;
@@ -351,12 +346,7 @@ async fn with_batching_and_the_sidecar_down_every_request_gets_503() {
         async move {
             let body = format!("{{\"n\":{i}}}");
             let msg = format!("msg_down_{i}");
-            post(
-                &url,
-                &standard_webhooks_headers(SECRET, &msg, now_s(), body.as_bytes()),
-                body.as_bytes(),
-            )
-            .await
+            send_signed(&url, &msg, body.as_bytes()).await
         }
     });
     for a in futures_join(sends).await {
