@@ -258,6 +258,19 @@ impl Tx<'_> {
         }
     }
 
+    /// Takes a job's dead letter out of the queue and returns the job's
+    /// state for the caller to change; stale when it is not dead-lettered
+    /// any more (redriven or purged meanwhile).
+    fn take_dead_letter(&self, job: JobRef) -> TxResult<JobState> {
+        let Some(state) = self.job(job)? else {
+            return Err(ConflictableTransactionError::Abort(Abort::Stale));
+        };
+        if self.dead.remove(&job_key(job))?.is_none() || state.job_status() != JobStatus::Dead {
+            return Err(ConflictableTransactionError::Abort(Abort::Stale));
+        }
+        Ok(state)
+    }
+
     fn put_job(&self, state: &JobState) -> TxResult<()> {
         let job = JobRef {
             seq: state.seq,
@@ -1005,13 +1018,7 @@ impl Store for SledStore {
                 dest: letter.dest,
             };
             let result = self.transact(|tx| {
-                let Some(mut state) = tx.job(job)? else {
-                    return Err(ConflictableTransactionError::Abort(Abort::Stale));
-                };
-                if tx.dead.remove(&job_key(job))?.is_none() || state.job_status() != JobStatus::Dead
-                {
-                    return Err(ConflictableTransactionError::Abort(Abort::Stale));
-                }
+                let mut state = tx.take_dead_letter(job)?;
                 state.status = JobStatus::Pending as i32;
                 state.round_attempts = 0;
                 state.round_started_ms = 0;
@@ -1046,12 +1053,7 @@ impl Store for SledStore {
                 dest: letter.dest,
             };
             let result = self.transact(|tx| {
-                let Some(mut state) = tx.job(job)? else {
-                    return Err(ConflictableTransactionError::Abort(Abort::Stale));
-                };
-                if tx.dead.remove(&job_key(job))?.is_none() {
-                    return Err(ConflictableTransactionError::Abort(Abort::Stale));
-                }
+                let mut state = tx.take_dead_letter(job)?;
                 state.status = JobStatus::Purged as i32;
                 state.finished_ms = now_ms;
                 tx.put_job(&state)?;
