@@ -375,7 +375,7 @@ fn default_min_free_disk_bytes() -> u64 {
     256 * 1024 * 1024
 }
 fn default_cache_capacity_bytes() -> u64 {
-    64 * 1024 * 1024
+    32 * 1024 * 1024
 }
 fn default_flush_every_ms() -> u64 {
     1000
