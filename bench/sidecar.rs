@@ -234,6 +234,22 @@ impl FastReceiver {
     }
 }
 
+/// Publishes `events` 1 KiB events from 256 publishers, each acked;
+/// returns how long that took in seconds.
+async fn fill_backlog(sidecar: &Sidecar, events: u64) -> f64 {
+    let started = Instant::now();
+    let published = load::publish(
+        sidecar.port,
+        256,
+        Duration::from_secs(3600),
+        events,
+        vec![b'x'; 1024],
+    )
+    .await;
+    assert_eq!(published.acked, events, "every event acked");
+    started.elapsed().as_secs_f64()
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DrainRun {
     pub events: u64,
@@ -261,17 +277,7 @@ pub async fn drain(events: u64, fail_every: u64) -> DrainRun {
         "durability = \"flush\"\n{}",
         destination_toml(port)
     ));
-    let started = Instant::now();
-    let published = load::publish(
-        sidecar.port,
-        256,
-        Duration::from_secs(600),
-        events,
-        vec![b'x'; 1024],
-    )
-    .await;
-    assert_eq!(published.acked, events, "every event acked");
-    let publish_s = started.elapsed().as_secs_f64();
+    let publish_s = fill_backlog(&sidecar, events).await;
     let receiver = Arc::new(FastReceiver::default());
     receiver.fail_every.store(fail_every, Ordering::Relaxed);
     let start = Instant::now();
@@ -312,17 +318,7 @@ pub struct BacklogRun {
 pub async fn backlog(events: u64) -> BacklogRun {
     let port = free_port();
     let mut sidecar = Sidecar::start(&destination_toml(port));
-    let started = Instant::now();
-    let published = load::publish(
-        sidecar.port,
-        256,
-        Duration::from_secs(3600),
-        events,
-        vec![b'x'; 1024],
-    )
-    .await;
-    assert_eq!(published.acked, events, "every event acked");
-    let publish_s = started.elapsed().as_secs_f64();
+    let publish_s = fill_backlog(&sidecar, events).await;
     sidecar.stop();
     let disk_bytes = dir_bytes(&sidecar.data_dir());
 

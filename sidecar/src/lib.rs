@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dispatch;
+pub mod error_chain;
 pub mod ids;
 pub mod ingest;
 pub mod metrics;

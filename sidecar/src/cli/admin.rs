@@ -3,6 +3,7 @@
 //! code. The commands themselves are in `events`, `dlq`, `destinations` and
 //! `stats`; they are only clients of the API.
 
+use crate::error_chain::error_chain;
 use clap::Args;
 use edgehook_proto::v1::admin_client::AdminClient;
 use tonic::metadata::AsciiMetadataValue;
@@ -103,15 +104,4 @@ pub async fn connect(args: &AdminArgs) -> Result<Client, CliError> {
         ))
     })?;
     Ok(AdminClient::with_interceptor(channel, BearerToken(token)))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }

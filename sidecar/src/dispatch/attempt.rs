@@ -6,6 +6,7 @@
 //! paused clock, while every HTTP test uses `HttpTransport` against real
 //! receivers.
 
+use crate::error_chain::error_chain;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
@@ -154,19 +155,6 @@ async fn read_prefix(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
         }
     }
     out
-}
-
-/// reqwest's top-level message says little ("error sending request"); the
-/// cause chain says why.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -600,6 +600,37 @@ impl SledStore {
         Ok(out)
     }
 
+    /// Takes every dead letter `filter` selects out of the queue, each in a
+    /// transaction of its own where `change` updates the job's state; then
+    /// flushes once. A letter redriven or purged meanwhile is skipped, so
+    /// doing it twice changes each job once. Returns the jobs changed.
+    fn take_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        change: impl Fn(&Tx<'_>, JobRef, &mut JobState) -> TxResult<()>,
+    ) -> Result<Vec<JobRef>, StoreError> {
+        let mut taken = Vec::new();
+        for letter in self.matching_dead(filter)? {
+            let job = JobRef {
+                seq: letter.seq,
+                dest: letter.dest,
+            };
+            let result = self.transact(|tx| {
+                let mut state = tx.take_dead_letter(job)?;
+                change(tx, job, &mut state)?;
+                tx.put_job(&state)?;
+                tx.bump(job.dest, counter::DEAD_NOW, -1)
+            });
+            if finish(result)?.is_some() {
+                taken.push(job);
+            }
+        }
+        if !taken.is_empty() {
+            self.flush()?;
+        }
+        Ok(taken)
+    }
+
     /// When every job of the event is finished, the time it may go.
     fn removable_at(
         jobs: &[Option<JobState>],
@@ -1011,34 +1042,16 @@ impl Store for SledStore {
     }
 
     fn redrive(&self, filter: &DeadLetterFilter, now_ms: i64) -> Result<Vec<JobRef>, StoreError> {
-        let mut requeued = Vec::new();
-        for letter in self.matching_dead(filter)? {
-            let job = JobRef {
-                seq: letter.seq,
-                dest: letter.dest,
-            };
-            let result = self.transact(|tx| {
-                let mut state = tx.take_dead_letter(job)?;
-                state.status = JobStatus::Pending as i32;
-                state.round_attempts = 0;
-                state.round_started_ms = 0;
-                state.next_attempt_ms = now_ms;
-                state.finished_ms = 0;
-                tx.due.insert(&due_key_of(&state), &[])?;
-                tx.put_job(&state)?;
-                tx.bump(job.dest, counter::PENDING, 1)?;
-                tx.bump(job.dest, counter::DEAD_NOW, -1)?;
-                tx.bump(job.dest, counter::REDRIVEN, 1)?;
-                Ok(())
-            });
-            if finish(result)?.is_some() {
-                requeued.push(job);
-            }
-        }
-        if !requeued.is_empty() {
-            self.flush()?;
-        }
-        Ok(requeued)
+        self.take_dead_letters(filter, |tx, job, state| {
+            state.status = JobStatus::Pending as i32;
+            state.round_attempts = 0;
+            state.round_started_ms = 0;
+            state.next_attempt_ms = now_ms;
+            state.finished_ms = 0;
+            tx.due.insert(&due_key_of(state), &[])?;
+            tx.bump(job.dest, counter::PENDING, 1)?;
+            tx.bump(job.dest, counter::REDRIVEN, 1)
+        })
     }
 
     fn purge_dead_letters(
@@ -1046,29 +1059,12 @@ impl Store for SledStore {
         filter: &DeadLetterFilter,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let mut purged = 0;
-        for letter in self.matching_dead(filter)? {
-            let job = JobRef {
-                seq: letter.seq,
-                dest: letter.dest,
-            };
-            let result = self.transact(|tx| {
-                let mut state = tx.take_dead_letter(job)?;
-                state.status = JobStatus::Purged as i32;
-                state.finished_ms = now_ms;
-                tx.put_job(&state)?;
-                tx.bump(job.dest, counter::DEAD_NOW, -1)?;
-                tx.bump(job.dest, counter::PURGED, 1)?;
-                Ok(())
-            });
-            if finish(result)?.is_some() {
-                purged += 1;
-            }
-        }
-        if purged > 0 {
-            self.flush()?;
-        }
-        Ok(purged)
+        let purged = self.take_dead_letters(filter, |tx, job, state| {
+            state.status = JobStatus::Purged as i32;
+            state.finished_ms = now_ms;
+            tx.bump(job.dest, counter::PURGED, 1)
+        })?;
+        Ok(purged.len() as u64)
     }
 
     fn totals(&self) -> Result<Totals, StoreError> {
