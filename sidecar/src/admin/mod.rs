@@ -246,7 +246,7 @@ impl AdminContext {
             event_type: ev.event_type,
             provider_event_id: ev.provider_event_id,
             received_at_ms: ev.received_at_ms,
-            body_bytes: ev.body.len() as u64,
+            body_bytes: e.body_len(),
             deliveries: jobs.iter().map(|j| self.delivery(j)).collect(),
             request_id: ev.request_id,
         }

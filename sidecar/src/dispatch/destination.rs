@@ -563,6 +563,79 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_damaged_body_fails_its_attempts_with_the_reason_and_is_dead_lettered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SledStore::open(dir.path(), Durability::Flush, &StorageConfig::default()).unwrap(),
+        );
+        let clock = Clock::system();
+        store
+            .commit(vec![NewEvent {
+                event: Event {
+                    source: "s".into(),
+                    body: b"{\"amount\":100}".to_vec(),
+                    ..Default::default()
+                },
+                destinations: vec![RoutedTo {
+                    dest: 1,
+                    ordered: false,
+                }],
+                now_ms: clock.now_ms(),
+            }])
+            .unwrap();
+        let segment = std::fs::read_dir(dir.path().join("bodies"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "seg"))
+            .unwrap();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        *bytes.last_mut().unwrap() ^= 0xff;
+        std::fs::write(&segment, &bytes).unwrap();
+
+        let c: DestinationConfig = toml::from_str(
+            "name = \"d\"\nurl = \"http://127.0.0.1:1/\"\n\
+             retry = { schedule_ms = [100], max_delay_ms = 1000 }",
+        )
+        .unwrap();
+        let transport = Scripted::default();
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            store: Arc::clone(&store),
+            transport: transport.clone(),
+            clock,
+            feed: Feed::default(),
+            shutdown: shutdown.clone(),
+            grace: Duration::from_secs(1),
+            metrics: Arc::default(),
+        });
+        let dest = Arc::new(Destination::from_config(1, &c).unwrap());
+        let task = tokio::spawn(run(dest, shared, Arc::new(Notify::new())));
+        let letters = loop {
+            let letters = store
+                .list_dead_letters(&Default::default(), &Default::default())
+                .unwrap()
+                .items;
+            if !letters.is_empty() {
+                break letters;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        shutdown.cancel();
+        task.await.unwrap();
+        assert!(
+            transport.calls.lock().unwrap().is_empty(),
+            "nothing was sent"
+        );
+        let name = segment.file_name().unwrap().to_str().unwrap();
+        let reason = &letters[0].last_error;
+        assert!(
+            reason.contains("corrupt") && reason.contains(name),
+            "{reason}"
+        );
+        assert_eq!(letters[0].attempts, 2, "retried, then given up");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_open_breaker_spends_no_attempts_and_probes_after_a_growing_cooldown() {
         let got = attempt_times(
             "retry = { schedule_ms = [100, 100, 100, 100, 100, 100], max_delay_ms = 1000 }\n\

@@ -89,6 +89,23 @@ pub fn counter_key(dest: DestId, counter: u8) -> [u8; 5] {
     k
 }
 
+/// `0 | code | segment`: a per-segment counter among the global ones; the
+/// longer key keeps it apart from `counter_key`'s.
+pub fn segment_counter_key(code: u8, segment: u64) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[..5].copy_from_slice(&counter_key(0, code));
+    k[5..].copy_from_slice(&segment.to_be_bytes());
+    k
+}
+
+/// The segment of a `segment_counter_key`.
+pub fn read_segment_counter_key(k: &[u8]) -> Option<u64> {
+    if k.len() != 13 {
+        return None;
+    }
+    Some(u64::from_be_bytes(k[5..13].try_into().ok()?))
+}
+
 /// Times are unix ms; keys hold them unsigned (a time before 1970 sorts first).
 pub fn rank_of(ms: i64) -> u64 {
     u64::try_from(ms).unwrap_or(0)
@@ -116,5 +133,14 @@ mod tests {
         assert!(job_key(JobRef { seq: 7, dest: 9 }) < job_key(JobRef { seq: 8, dest: 1 }));
         assert!(attempt_key(j, 2).starts_with(&job_key(j)));
         assert!(attempt_key(j, 2) < attempt_key(j, 10));
+    }
+
+    #[test]
+    fn segment_counter_keys_sit_under_their_code_and_round_trip() {
+        let k = segment_counter_key(20, 1 << 40);
+        assert!(k.starts_with(&counter_key(0, 20)));
+        assert_eq!(read_segment_counter_key(&k), Some(1 << 40));
+        assert!(segment_counter_key(20, 9) < segment_counter_key(20, 10));
+        assert_eq!(read_segment_counter_key(&counter_key(0, 20)), None);
     }
 }

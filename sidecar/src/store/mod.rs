@@ -1,9 +1,11 @@
 //! Durable state: events, their delivery jobs, the due-queue, attempts,
-//! dead letters, the dedupe index, destination state and counters. The
+//! dead letters, the dedupe index, destination state and counters in sled,
+//! and event bodies in the body log beside it (`bodies`). The
 //! store knows nothing of ingest, dispatch or admin; they use it through the
 //! `Store` trait, so another embedded engine could replace sled without
 //! touching them.
 
+mod bodies;
 mod keys;
 mod records;
 mod sled_store;
@@ -11,7 +13,9 @@ mod sled_store;
 use std::collections::BTreeMap;
 
 pub use keys::{DestId, JobRef};
-pub use records::{AttemptRecord, DeadLetter, DestState, JobState, JobStatus, StoredEvent};
+pub use records::{
+    AttemptRecord, BodyRef, DeadLetter, DestState, JobState, JobStatus, StoredEvent,
+};
 pub use sled_store::{LEDGER_FILE, SledStore};
 
 use edgehook_proto::v1::Event;

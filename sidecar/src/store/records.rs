@@ -16,6 +16,28 @@ pub struct StoredEvent {
     /// The destinations it was routed to (one job each).
     #[prost(uint32, repeated, tag = "5")]
     pub destinations: Vec<u32>,
+    /// Where the body is in the body log; `event.body` is then empty.
+    /// Without it the body is inline in `event.body` (as records written
+    /// before the body log were, and events with an empty body are).
+    #[prost(message, optional, tag = "6")]
+    pub body_ref: Option<BodyRef>,
+}
+
+/// One record in the body log (`store::bodies`).
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct BodyRef {
+    /// The segment file, named by the first seq it holds.
+    #[prost(uint64, tag = "1")]
+    pub segment: u64,
+    /// Where the record (its header, then the bytes) starts.
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+    /// The body's length.
+    #[prost(uint32, tag = "3")]
+    pub len: u32,
+    /// crc32 of the body (fixed32: a crc is as long as a varint gets).
+    #[prost(fixed32, tag = "4")]
+    pub crc: u32,
 }
 
 impl StoredEvent {
@@ -24,6 +46,13 @@ impl StoredEvent {
     }
     pub fn event_type(&self) -> &str {
         self.event.as_ref().map_or("", |e| e.event_type.as_str())
+    }
+    /// The body's length, known without reading it from the body log.
+    pub fn body_len(&self) -> u64 {
+        match &self.body_ref {
+            Some(r) => u64::from(r.len),
+            None => self.event.as_ref().map_or(0, |e| e.body.len() as u64),
+        }
     }
 }
 

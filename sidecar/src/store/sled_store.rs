@@ -1,4 +1,23 @@
-//! The `Store` on sled 0.34.
+//! The `Store` on sled 0.34, with event bodies in the body log.
+//!
+//! Bodies live outside sled (`super::bodies`) because sled 0.34 stores
+//! large records several times over: it rewrites whole leaf nodes, and it
+//! keeps a segment of its log, garbage included, until at most half of it
+//! is live (`SEGMENT_CLEANUP_THRESHOLD` is hard-coded at 50; the
+//! `segment_cleanup_threshold` setting does nothing), so a ~1.1 KiB event
+//! record took 2 to 2.3 times its size on disk. (The small records that
+//! delivery bookkeeping rewrites, jobs, due keys and attempts, take about
+//! 4.5 times theirs; the body log does not change that.) sled keeps the
+//! metadata and a `BodyRef`; a commit writes the batch's bodies first (and
+//! fdatasyncs them with `Durability::Fsync`) and only then runs the
+//! transaction, because sled's background flusher may make a transaction
+//! durable at any moment and a record must never be on disk before its
+//! body. A crash in between leaves bytes no record points to, which cost
+//! space only until their segment goes. Each segment's live events are
+//! counted in the `counters` tree in the same transactions that add and
+//! remove events; a segment whose count reaches 0 is deleted once it is no
+//! longer the one appended to, and segments without a count (left by a
+//! crash) are deleted on open.
 //!
 //! Facts about sled 0.34.7 that shape this file: `flush_async` hangs when
 //! several tasks call it (sled#1308), so the one writer calls the blocking
@@ -23,9 +42,10 @@ use sled::transaction::{
     TransactionalTree,
 };
 
+use super::bodies::{BodyLog, SEGMENT_BYTES};
 use super::keys::{
     attempt_key, counter_key, dedupe_key, due_key, job_key, rank_of, read_due_key, read_job_key,
-    read_seq, seq_key,
+    read_segment_counter_key, read_seq, segment_counter_key, seq_key,
 };
 use super::{
     AttemptOutcome, AttemptRecord, Committed, DeadLetter, DeadLetterFilter, DeliveryDetail, DestId,
@@ -49,6 +69,9 @@ mod counter {
     pub const FAILED: u8 = 15;
     pub const REDRIVEN: u8 = 16;
     pub const PURGED: u8 = 17;
+    /// Per body-log segment (`segment_counter_key`): events whose body is
+    /// in it. Absent when 0.
+    pub const SEGMENT_LIVE: u8 = 20;
 }
 
 /// The most events one `list_events` call looks at, so that a filter that
@@ -83,6 +106,11 @@ pub struct SledStore {
     /// counter_key(dest, code) → u64
     counters: sled::Tree,
     ledger: Ledger,
+    bodies: BodyLog,
+    /// Held through a whole commit: deciding that a retired segment is
+    /// empty is only sound when no other commit can be about to point a
+    /// record into it.
+    commit_lock: Mutex<()>,
 }
 
 /// How many events were ever committed, kept in a file of its own and
@@ -216,6 +244,10 @@ fn finish<T>(r: Result<T, TransactionError<Abort>>) -> Result<Option<T>, StoreEr
 struct Prepared {
     id: String,
     seq: u64,
+    /// The record, with the body taken out.
+    stored: StoredEvent,
+    body: Vec<u8>,
+    /// `stored` encoded, once its body has a place.
     record: Vec<u8>,
     jobs: Vec<(JobState, [u8; 20])>,
     dedupe: Option<Vec<u8>>,
@@ -247,6 +279,28 @@ impl Tx<'_> {
         let new = old.saturating_add_signed(delta);
         self.counters.insert(&key, &new.to_be_bytes())?;
         Ok(())
+    }
+
+    /// Adds `delta` to a segment's live count and returns the new count.
+    /// A count of 0 is removed rather than kept, so that a segment without
+    /// a count has nothing live in it.
+    fn bump_segment(&self, segment: u64, delta: i64) -> TxResult<u64> {
+        let key = segment_counter_key(counter::SEGMENT_LIVE, segment);
+        let old = match self.counters.get(key)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|e| tx_corrupt("segment counter", e))?,
+            ),
+            None => 0,
+        };
+        let new = old.saturating_add_signed(delta);
+        if new == 0 {
+            self.counters.remove(&key)?;
+        } else {
+            self.counters.insert(&key, &new.to_be_bytes())?;
+        }
+        Ok(new)
     }
 
     fn job(&self, job: JobRef) -> TxResult<Option<JobState>> {
@@ -312,6 +366,16 @@ impl SledStore {
         durability: Durability,
         storage: &StorageConfig,
     ) -> Result<SledStore, StoreError> {
+        Self::open_with_segments(path, durability, storage, SEGMENT_BYTES)
+    }
+
+    /// `open` with the body log's segments rolling over at `segment_bytes`.
+    fn open_with_segments(
+        path: &Path,
+        durability: Durability,
+        storage: &StorageConfig,
+        segment_bytes: u64,
+    ) -> Result<SledStore, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(storage.cache_capacity_bytes)
@@ -339,7 +403,28 @@ impl SledStore {
                 held,
             });
         }
+        // Only after the ledger check: a damaged sled has lost counts, and
+        // the segments they counted must stay for the operator's recovery.
+        let bodies = BodyLog::open(path, segment_bytes, durability == Durability::Fsync)?;
+        let mut live = HashSet::new();
+        for entry in counters
+            .scan_prefix(counter_key(0, counter::SEGMENT_LIVE))
+            .keys()
+        {
+            let k = entry?;
+            live.insert(
+                read_segment_counter_key(&k)
+                    .ok_or_else(|| corrupt("segment counter key", "wrong length"))?,
+            );
+        }
+        for segment in bodies.segments()? {
+            if !live.contains(&segment) {
+                bodies.remove_segment(segment)?;
+            }
+        }
         Ok(SledStore {
+            bodies,
+            commit_lock: Mutex::new(()),
             ledger,
             events: db.open_tree("events")?,
             event_ids: db.open_tree("event_ids")?,
@@ -400,14 +485,16 @@ impl SledStore {
         let dedupe = (!provider_id.is_empty()).then(|| dedupe_key(&source, &provider_id));
         let id = ids::event_id(&source, &provider_id);
         let seq = self.db.generate_id()?;
-        let record = StoredEvent {
+        let mut event = new.event;
+        let body = std::mem::take(&mut event.body);
+        let stored = StoredEvent {
             id: id.clone(),
             seq,
-            event: Some(new.event),
+            event: Some(event),
             stored_at_ms: new.now_ms,
             destinations: new.destinations.iter().map(|r| r.dest).collect(),
-        }
-        .encode_to_vec();
+            body_ref: None,
+        };
         let jobs = new
             .destinations
             .iter()
@@ -428,7 +515,9 @@ impl SledStore {
         Ok(Prepared {
             id,
             seq,
-            record,
+            stored,
+            body,
+            record: Vec::new(),
             jobs,
             dedupe,
         })
@@ -451,6 +540,9 @@ impl SledStore {
         }
         tx.events.insert(&seq_key(p.seq), p.record.as_slice())?;
         tx.event_ids.insert(p.id.as_bytes(), &seq_key(p.seq))?;
+        if let Some(r) = &p.stored.body_ref {
+            tx.bump_segment(r.segment, 1)?;
+        }
         for (state, due) in &p.jobs {
             tx.put_job(state)?;
             tx.due.insert(due, &[])?;
@@ -544,8 +636,52 @@ impl SledStore {
         Ok(())
     }
 
+    /// The record as stored: metadata, and the body only when it is inline.
     fn decode_event(v: &[u8]) -> Result<StoredEvent, StoreError> {
         StoredEvent::decode(v).map_err(|e| corrupt("event", e))
+    }
+
+    /// An event without reading its body from the body log.
+    fn event_meta(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
+        match self.events.get(seq_key(seq))? {
+            None => Ok(None),
+            Some(v) => Self::decode_event(&v).map(Some),
+        }
+    }
+
+    /// Deletes the segments among `candidates` that no event points into
+    /// any more, except the one being appended to. A failure is logged,
+    /// not returned: what called this has already happened, and a segment
+    /// left behind is deleted on the next open.
+    fn free_segments(&self, candidates: &[u64]) {
+        let mut empty = Vec::new();
+        for &segment in candidates {
+            match self
+                .counters
+                .get(segment_counter_key(counter::SEGMENT_LIVE, segment))
+            {
+                Ok(None) if self.bodies.active() != Some(segment) => empty.push(segment),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(segment, error = %e, "cannot read a body segment's count; it is kept until the next start");
+                }
+            }
+        }
+        if empty.is_empty() {
+            return;
+        }
+        // The removal of the records that pointed into them must reach the
+        // disk first, or a crash could bring back records without bodies.
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "cannot flush before freeing body segments; they are kept until the next start");
+            return;
+        }
+        for segment in empty {
+            if let Err(e) = self.bodies.remove_segment(segment) {
+                let path = self.bodies.segment_path(segment);
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete an empty body segment; it is deleted on the next start");
+            }
+        }
     }
 
     fn jobs_of(&self, event: &StoredEvent) -> Result<Vec<JobState>, StoreError> {
@@ -675,6 +811,10 @@ impl SledStore {
             .filter(|e| !e.provider_event_id.is_empty())
             .map(|e| dedupe_key(&e.source, &e.provider_event_id));
         let result = self.transact(|tx| {
+            // Gone already (another sweep): nothing to count down twice.
+            if tx.events.remove(&seq_key(event.seq))?.is_none() {
+                return Err(ConflictableTransactionError::Abort(Abort::Stale));
+            }
             let mut jobs = Vec::with_capacity(refs.len());
             for &r in &refs {
                 jobs.push(tx.job(r)?);
@@ -707,11 +847,19 @@ impl SledStore {
                     tx.dedupe.remove(k.as_slice())?;
                 }
             }
-            tx.events.remove(&seq_key(event.seq))?;
             tx.bump(0, counter::EXPIRED, 1)?;
-            Ok(())
+            match &event.body_ref {
+                Some(r) => Ok((tx.bump_segment(r.segment, -1)? == 0).then_some(r.segment)),
+                None => Ok(None),
+            }
         });
-        Ok(finish(result)?.is_some())
+        let Some(emptied) = finish(result)? else {
+            return Ok(false);
+        };
+        if let Some(segment) = emptied {
+            self.free_segments(&[segment]);
+        }
+        Ok(true)
     }
 }
 
@@ -724,10 +872,33 @@ fn dead_matches(filter: &DeadLetterFilter, letter: &DeadLetter) -> bool {
 
 impl Store for SledStore {
     fn commit(&self, batch: Vec<NewEvent>) -> Result<Vec<Committed>, StoreError> {
-        let prepared = batch
+        let _one_commit = self
+            .commit_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut prepared = batch
             .into_iter()
             .map(|new| self.prepare(new))
             .collect::<Result<Vec<_>, _>>()?;
+        // Bodies first, durable before any record that points to them.
+        let items: Vec<(u64, &[u8])> = prepared
+            .iter()
+            .filter(|p| !p.body.is_empty())
+            .map(|p| (p.seq, p.body.as_slice()))
+            .collect();
+        let mut refs = self.bodies.append(&items)?.into_iter();
+        if self.sync.is_some() {
+            self.bodies.sync()?;
+        }
+        for p in &mut prepared {
+            if !p.body.is_empty() {
+                p.stored.body_ref = Some(
+                    refs.next()
+                        .ok_or_else(|| corrupt("body log", "a body got no place"))?,
+                );
+            }
+            p.record = p.stored.encode_to_vec();
+        }
         // One transaction for the whole batch: each event is still all or
         // nothing, and sled's per-transaction cost (it serialises commits)
         // is paid once per batch instead of once per event.
@@ -739,6 +910,10 @@ impl Store for SledStore {
             None => 0,
         };
         self.ledger.record(ingested)?;
+        let retired = self.bodies.take_retired();
+        if !retired.is_empty() {
+            self.free_segments(&retired);
+        }
         Ok(committed)
     }
 
@@ -755,7 +930,7 @@ impl Store for SledStore {
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db.size_on_disk()? + self.bodies.size()?)
     }
 
     fn destination_id(&self, name: &str) -> Result<DestId, StoreError> {
@@ -869,10 +1044,13 @@ impl Store for SledStore {
     }
 
     fn event(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
-        match self.events.get(seq_key(seq))? {
-            None => Ok(None),
-            Some(v) => Self::decode_event(&v).map(Some),
+        let Some(mut stored) = self.event_meta(seq)? else {
+            return Ok(None);
+        };
+        if let (Some(r), Some(event)) = (&stored.body_ref, stored.event.as_mut()) {
+            event.body = self.bodies.read(seq, r)?;
         }
+        Ok(Some(stored))
     }
 
     fn job(&self, job: JobRef) -> Result<Option<JobState>, StoreError> {
@@ -889,7 +1067,7 @@ impl Store for SledStore {
         let events = batch
             .iter()
             .map(|o| match o.next {
-                Next::DeadLetter => self.event(o.job.seq),
+                Next::DeadLetter => self.event_meta(o.job.seq),
                 _ => Ok(None),
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -1071,6 +1249,9 @@ impl Store for SledStore {
         let mut totals = Totals::default();
         for entry in self.counters.iter() {
             let (k, v) = entry?;
+            if read_segment_counter_key(&k).is_some() {
+                continue;
+            }
             if k.len() != 5 {
                 return Err(corrupt("counter key", "wrong length"));
             }

@@ -404,3 +404,354 @@ fn damage_that_loses_committed_events_is_refused_at_open() {
     std::fs::remove_file(data.join(LEDGER_FILE)).unwrap();
     assert!(SledStore::open(&data, Durability::Fsync, &StorageConfig::default()).is_ok());
 }
+
+// ---- the body log ----
+
+fn open_small(dir: &tempfile::TempDir, segment_bytes: u64) -> SledStore {
+    SledStore::open_with_segments(
+        &dir.path().join("data"),
+        Durability::Fsync,
+        &StorageConfig::default(),
+        segment_bytes,
+    )
+    .unwrap()
+}
+
+fn with_body(provider_id: &str, body: &[u8]) -> Event {
+    Event {
+        body: body.to_vec(),
+        ..event("s", provider_id, "t")
+    }
+}
+
+fn commit_batch(store: &SledStore, events: Vec<Event>, now_ms: i64) -> Vec<u64> {
+    let out = store
+        .commit(
+            events
+                .into_iter()
+                .map(|event| NewEvent {
+                    event,
+                    destinations: to(&[1]),
+                    now_ms,
+                })
+                .collect(),
+        )
+        .unwrap();
+    out.iter()
+        .map(|c| store.event_seq(&c.event_id).unwrap().unwrap())
+        .collect()
+}
+
+fn live_count(store: &SledStore, segment: u64) -> Option<u64> {
+    store
+        .counters
+        .get(segment_counter_key(counter::SEGMENT_LIVE, segment))
+        .unwrap()
+        .map(|v| decode_u64(&v, "counter").unwrap())
+}
+
+fn body_of(store: &SledStore, seq: u64) -> Vec<u8> {
+    store.event(seq).unwrap().unwrap().event.unwrap().body
+}
+
+/// The record exactly as sled holds it.
+fn raw_record(store: &SledStore, seq: u64) -> StoredEvent {
+    StoredEvent::decode(store.events.get(seq_key(seq)).unwrap().unwrap().as_ref()).unwrap()
+}
+
+fn deliver_all(store: &SledStore, now_ms: i64, except: &[u64]) {
+    for job in all_due(store, 1, now_ms) {
+        if !except.contains(&job.seq) {
+            store
+                .record_attempt(job, &attempt(now_ms, 200), Next::Delivered)
+                .unwrap();
+        }
+    }
+}
+
+const KEEP_1S: Retention = Retention {
+    delivered_ms: 1_000,
+    dead_letters_ms: 1_000,
+};
+
+#[test]
+fn a_body_lives_in_the_body_log_and_round_trips_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let (id, seq) = {
+        let store = open(&dir);
+        let c = commit(&store, with_body("e1", &body), &[1], 1_000);
+        let seq = store.event_seq(&c.event_id).unwrap().unwrap();
+        (c.event_id, seq)
+    };
+    let store = open(&dir);
+    assert_eq!(body_of(&store, seq), body);
+    let detail = store.get_event(&id).unwrap().unwrap();
+    assert_eq!(detail.event.event.as_ref().unwrap().body, body);
+    assert_eq!(detail.event.body_len(), 5000);
+    let raw = raw_record(&store, seq);
+    assert!(raw.event.unwrap().body.is_empty(), "not in sled");
+    let r = raw.body_ref.unwrap();
+    assert_eq!(r.len, 5000);
+    assert_eq!(live_count(&store, r.segment), Some(1));
+    let segment = dir
+        .path()
+        .join("data/bodies")
+        .join(crate::store::bodies::segment_name(r.segment));
+    assert!(std::fs::metadata(&segment).unwrap().len() >= 5000);
+    assert!(store.size_on_disk().unwrap() > store.db.size_on_disk().unwrap() + 5000 - 1);
+    // An empty body has nothing to put in the log.
+    let empty = commit(&store, with_body("e2", b""), &[1], 1_000);
+    let empty_seq = store.event_seq(&empty.event_id).unwrap().unwrap();
+    assert_eq!(raw_record(&store, empty_seq).body_ref, None);
+    assert!(body_of(&store, empty_seq).is_empty());
+}
+
+#[test]
+fn a_record_with_an_inline_body_as_older_versions_wrote_still_reads_and_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let seq = store.db.generate_id().unwrap();
+    let old = StoredEvent {
+        id: "evt_old".into(),
+        seq,
+        event: Some(with_body("old", b"inline bytes")),
+        stored_at_ms: 1_000,
+        destinations: vec![1],
+        body_ref: None,
+    };
+    store
+        .events
+        .insert(seq_key(seq), old.encode_to_vec())
+        .unwrap();
+    store.event_ids.insert("evt_old", &seq_key(seq)).unwrap();
+    let job = JobState {
+        seq,
+        dest: 1,
+        status: JobStatus::Delivered as i32,
+        finished_ms: 1_000,
+        ..Default::default()
+    };
+    store
+        .jobs
+        .insert(job_key(JobRef { seq, dest: 1 }), job.encode_to_vec())
+        .unwrap();
+
+    assert_eq!(body_of(&store, seq), b"inline bytes");
+    let detail = store.get_event("evt_old").unwrap().unwrap();
+    assert_eq!(detail.event.event.unwrap().body, b"inline bytes");
+    let listed = store
+        .list_events(&EventQuery::default(), &PageRequest::default())
+        .unwrap();
+    assert_eq!(listed.items[0].event.body_len(), 12);
+    assert_eq!(store.sweep(10_000, KEEP_1S, 0, 100).unwrap().removed, 1);
+    assert!(store.event(seq).unwrap().is_none());
+    assert!(store.bodies.segments().unwrap().is_empty());
+}
+
+#[test]
+fn retention_frees_a_segment_only_once_every_event_in_it_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two 100-byte bodies fill a segment: each batch below gets its own.
+    let store = open_small(&dir, 2 * 116);
+    let body = [7u8; 100];
+    let a = commit_batch(
+        &store,
+        vec![with_body("a1", &body), with_body("a2", &body)],
+        1_000,
+    );
+    let b = commit_batch(
+        &store,
+        vec![with_body("b1", &body), with_body("b2", &body)],
+        1_000,
+    );
+    let c = commit_batch(&store, vec![with_body("c1", &body)], 1_000);
+    let seg = |seq| raw_record(&store, seq).body_ref.unwrap().segment;
+    let (sa, sb, sc) = (seg(a[0]), seg(b[0]), seg(c[0]));
+    assert_eq!((sa, sb, sc), (a[0], b[0], c[0]), "named by their first seq");
+    assert_eq!(store.bodies.segments().unwrap(), vec![sa, sb, sc]);
+    assert_eq!(live_count(&store, sb), Some(2));
+
+    // Everything delivered but b2, which stays pending.
+    deliver_all(&store, 1_000, &[b[1]]);
+    let swept = store.sweep(10_000, KEEP_1S, 0, 100).unwrap();
+    assert_eq!(swept.removed, 4);
+    assert_eq!(
+        store.bodies.segments().unwrap(),
+        vec![sb, sc],
+        "a's segment is freed; b's keeps its live event, c's is being appended to"
+    );
+    assert_eq!(live_count(&store, sa), None);
+    assert_eq!(live_count(&store, sb), Some(1));
+    assert_eq!(live_count(&store, sc), None, "empty but active");
+    assert_eq!(body_of(&store, b[1]), body);
+
+    // Once c's segment is rolled over, its emptiness frees it.
+    let d = commit_batch(
+        &store,
+        vec![with_body("d1", &body), with_body("d2", &body)],
+        20_000,
+    );
+    assert_eq!(store.bodies.segments().unwrap(), vec![sb, d[0]]);
+    assert_eq!(body_of(&store, d[1]), body);
+    assert_eq!(store.bodies.size().unwrap(), 4 * 116);
+    deliver_all(&store, 20_000, &[d[0], d[1]]);
+    assert_eq!(store.sweep(30_000, KEEP_1S, 0, 100).unwrap().removed, 1);
+    assert_eq!(store.bodies.segments().unwrap(), vec![d[0]]);
+    assert_eq!(
+        store.bodies.size().unwrap(),
+        2 * 116,
+        "the freed bytes are gone"
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_a_body_segment_is_a_corrupt_error_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let seqs = commit_batch(
+        &store,
+        vec![
+            with_body("x", b"first body"),
+            with_body("y", b"second body"),
+        ],
+        1_000,
+    );
+    let r = raw_record(&store, seqs[0]).body_ref.unwrap();
+    let name = crate::store::bodies::segment_name(r.segment);
+    let path = dir.path().join("data/bodies").join(&name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = usize::try_from(r.offset).unwrap() + 16 + 3;
+    bytes[at] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    match store.event(seqs[0]) {
+        Err(StoreError::Corrupt { what, detail }) => {
+            assert_eq!(what, "event body");
+            assert!(detail.contains(&name), "names the file: {detail}");
+        }
+        Err(other) => panic!("an error, but not corrupt: {other}"),
+        Ok(e) => panic!("read a damaged body: {e:?}"),
+    }
+    let id = raw_record(&store, seqs[0]).id;
+    assert!(matches!(
+        store.get_event(&id),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert_eq!(
+        body_of(&store, seqs[1]),
+        b"second body",
+        "its neighbour is fine"
+    );
+    // What needs only metadata still works: listing, dead-lettering,
+    // expiring.
+    assert_eq!(
+        store
+            .list_events(&EventQuery::default(), &PageRequest::default())
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    let job = JobRef {
+        seq: seqs[0],
+        dest: 1,
+    };
+    let mut failed = attempt(1_000, 0);
+    failed.error = "storage record event body is corrupt".into();
+    store
+        .record_attempt(job, &failed, Next::DeadLetter)
+        .unwrap();
+    let letters = store
+        .list_dead_letters(&DeadLetterFilter::default(), &PageRequest::default())
+        .unwrap()
+        .items;
+    assert_eq!(
+        (letters.len(), letters[0].event_id.as_str()),
+        (1, id.as_str())
+    );
+    assert_eq!(store.sweep(100_000, KEEP_1S, 0, 100).unwrap().removed, 1);
+}
+
+#[test]
+fn a_segment_without_a_live_count_is_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let seq = {
+        let store = open(&dir);
+        let c = commit(&store, with_body("kept", b"kept body"), &[1], 1_000);
+        let seq = store.event_seq(&c.event_id).unwrap().unwrap();
+        // A crash between the body write and the transaction: bytes in a
+        // segment that no record points to.
+        let orphan = BodyLog::open(&data, SEGMENT_BYTES, true).unwrap();
+        orphan
+            .append(&[(seq + 1000, b"never committed".as_slice())])
+            .unwrap();
+        seq
+    };
+    let bodies = data.join("bodies");
+    std::fs::write(bodies.join("notes.txt"), b"not a segment").unwrap();
+    assert_eq!(std::fs::read_dir(&bodies).unwrap().count(), 3);
+    let store = open(&dir);
+    let kept = raw_record(&store, seq).body_ref.unwrap().segment;
+    assert_eq!(
+        store.bodies.segments().unwrap(),
+        vec![kept],
+        "the orphan is gone"
+    );
+    assert!(
+        bodies.join("notes.txt").exists(),
+        "other files are left alone"
+    );
+    assert_eq!(body_of(&store, seq), b"kept body");
+    // New bodies go to a new segment, not after the old one's tail.
+    let next = commit(&store, with_body("next", b"next body"), &[1], 1_000);
+    let next_seq = store.event_seq(&next.event_id).unwrap().unwrap();
+    let r = raw_record(&store, next_seq).body_ref.unwrap();
+    assert_ne!(r.segment, kept);
+    assert_eq!((r.segment, r.offset), (next_seq, 0));
+    assert_eq!(body_of(&store, next_seq), b"next body");
+}
+
+#[test]
+fn batches_over_several_segments_roll_over_and_every_body_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    // About three 200-byte bodies per segment.
+    let store = open_small(&dir, 3 * 216);
+    let body = |i: usize| vec![u8::try_from(i % 256).unwrap(); 200];
+    let mut seqs = Vec::new();
+    let mut n = 0;
+    for size in [1, 2, 10, 1, 4, 3] {
+        let batch = (n..n + size)
+            .map(|i| with_body(&format!("e{i}"), &body(i)))
+            .collect();
+        seqs.extend(commit_batch(&store, batch, 1_000));
+        n += size;
+    }
+    let segments = store.bodies.segments().unwrap();
+    assert!(segments.len() >= 4, "{segments:?}");
+    let mut counted = 0;
+    for (i, &seq) in seqs.iter().enumerate() {
+        assert_eq!(body_of(&store, seq), body(i), "event {i}");
+        let r = raw_record(&store, seq).body_ref.unwrap();
+        assert!(segments.contains(&r.segment));
+        assert!(r.segment <= seq, "a segment is named by its first seq");
+    }
+    for &s in &segments {
+        counted += live_count(&store, s).unwrap();
+    }
+    assert_eq!(counted, 21, "every event counted in its segment once");
+    // The 10-event batch was not split: one segment holds all of it.
+    let batch_segments: HashSet<u64> = seqs[3..13]
+        .iter()
+        .map(|&s| raw_record(&store, s).body_ref.unwrap().segment)
+        .collect();
+    assert_eq!(batch_segments.len(), 1);
+    drop(store);
+    let store = open_small(&dir, 3 * 216);
+    assert_eq!(
+        store.bodies.segments().unwrap(),
+        segments,
+        "all kept across a reopen"
+    );
+    assert_eq!(body_of(&store, seqs[20]), body(20));
+}
