@@ -29,7 +29,16 @@ pub struct RequestHead {
     pub headers: Headers,
     /// True when the headers were the whole request (no body will follow).
     pub end_of_stream: bool,
-    pub client_address: String,
+    client_address: ClientAddress,
+}
+
+/// The downstream address, asked of the host only when something needs it
+/// (an IP rule, a per-client limit, an event to publish): a request refused
+/// for its signature never pays for the lookup.
+#[derive(Debug, Clone, Default)]
+struct ClientAddress {
+    known: std::cell::OnceCell<String>,
+    fetch: Option<fn() -> String>,
 }
 
 /// Headers that never leave the edge: credentials, and what belongs to the
@@ -48,7 +57,15 @@ const DROPPED_HEADERS: &[&str] = &[
 ];
 
 impl RequestHead {
+    /// With the client address known up front.
     pub fn new(headers: Headers, end_of_stream: bool, client_address: String) -> Self {
+        let head = RequestHead::with_address_from(headers, end_of_stream, String::new);
+        head.set_client_address(client_address);
+        head
+    }
+
+    /// With the client address read by `fetch` the first time it is needed.
+    pub fn with_address_from(headers: Headers, end_of_stream: bool, fetch: fn() -> String) -> Self {
         // Pseudo-headers are produced by Envoy's codec; a non-UTF-8 byte in
         // them reads as "not ours" rather than failing.
         let text = |name: &str| {
@@ -74,8 +91,21 @@ impl RequestHead {
             host,
             headers,
             end_of_stream,
-            client_address,
+            client_address: ClientAddress {
+                known: std::cell::OnceCell::new(),
+                fetch: Some(fetch),
+            },
         }
+    }
+
+    pub fn client_address(&self) -> &str {
+        self.client_address
+            .known
+            .get_or_init(|| self.client_address.fetch.map(|f| f()).unwrap_or_default())
+    }
+
+    fn set_client_address(&self, address: String) {
+        let _ = self.client_address.known.set(address);
     }
 
     fn request_id(&self) -> String {
@@ -172,9 +202,12 @@ fn guard(source: &Source, head: &RequestHead, limiter: &Limiter<'_>) -> Option<R
     if head.end_of_stream {
         return Some(Reply::reject(Reason::BodyRequired, None));
     }
+    if !source.ip.restricts() && source.rate_limits.per_client.is_none() {
+        return None;
+    }
     let client = source
         .ip
-        .client(ip::parse_address(&head.client_address), &head.headers);
+        .client(ip::parse_address(head.client_address()), &head.headers);
     if !source.ip.admits(client) {
         return Some(Reply::reject(Reason::AddressDenied, None));
     }
@@ -250,9 +283,9 @@ pub fn on_body(
     let headers = head
         .headers
         .iter()
-        .filter(|(name, _)| !name.starts_with(':') && !DROPPED_HEADERS.contains(name))
+        .filter(|(name, _)| !name.starts_with(':') && !DROPPED_HEADERS.contains(&name.as_str()))
         .map(|(name, value)| Header {
-            name: name.to_string(),
+            name,
             value: value.to_vec(),
         })
         .collect();
@@ -263,7 +296,7 @@ pub fn on_body(
         path: head.path.clone(),
         query: head.query.clone(),
         headers,
-        client_address: head.client_address.clone(),
+        client_address: head.client_address().to_string(),
         provider_event_id: verified.provider_event_id.unwrap_or_default(),
         event_type: verified.event_type.unwrap_or_default(),
         body: body.to_vec(),
@@ -452,7 +485,7 @@ mod tests {
         ) {
             HeadDecision::Reply { reply, source } => {
                 assert_eq!(source, Some(1));
-                assert!(reply.headers.contains(&("allow", "POST, PUT".to_string())))
+                assert!(reply.headers.contains(&("allow", "POST, PUT".into())))
             }
             other => panic!("{other:?}"),
         }
@@ -566,9 +599,8 @@ mod tests {
     }
 
     fn post_from(client: &str, extra: &[(&str, &[u8])]) -> RequestHead {
-        let mut h = head("POST", "/g", "x", extra, false);
-        h.client_address = client.to_string();
-        h
+        let h = head("POST", "/g", "x", extra, false);
+        RequestHead::new(h.headers, false, client.to_string())
     }
 
     fn reply_of(d: HeadDecision) -> Option<Reply> {
@@ -757,9 +789,60 @@ mod tests {
         } else {
             format!("/g?{query}")
         };
-        let mut h = head("POST", &path, "x", &pairs, false);
-        h.client_address = "127.0.0.1:9".into();
-        h
+        let h = head("POST", &path, "x", &pairs, false);
+        RequestHead::new(h.headers, false, "127.0.0.1:9".into())
+    }
+
+    #[test]
+    fn the_client_address_is_asked_of_the_host_only_when_needed() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        static READS: AtomicUsize = AtomicUsize::new(0);
+        fn fetch() -> String {
+            READS.fetch_add(1, SeqCst);
+            "198.51.100.7:4000".to_string()
+        }
+        let lazy = |h: RequestHead| RequestHead::with_address_from(h.headers, false, fetch);
+        let store = FakeStore::default();
+        let body = br#"{"type":"a"}"#;
+
+        // No IP rule or per-client limit: a forged request never reads it.
+        let open = guarded("", "");
+        // Signed over another body.
+        let forged = lazy(signed(br#"{"type":"b"}"#, "", &[]));
+        assert!(matches!(
+            on_headers(&open, &forged, &limiter(&store)),
+            HeadDecision::ReadBody { .. }
+        ));
+        assert_eq!(decide(&open, &store, &forged, body), 401);
+        assert_eq!(READS.load(SeqCst), 0);
+
+        // An event that is published carries it, read once.
+        let good = lazy(signed(body, "", &[]));
+        match on_body(
+            &open.sources[0],
+            &good,
+            body,
+            1_700_000_000_000,
+            &limiter(&store),
+        ) {
+            BodyDecision::Publish(m) => {
+                let e = Event::decode(m.as_slice()).unwrap();
+                assert_eq!(e.client_address, "198.51.100.7:4000");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(good.client_address(), "198.51.100.7:4000");
+        assert_eq!(READS.load(SeqCst), 1);
+
+        // An IP rule reads it at the headers.
+        let denying = guarded(r#","ip":{"deny":["198.51.100.0/24"]}"#, "");
+        let r = reply_of(on_headers(
+            &denying,
+            &lazy(signed(body, "", &[])),
+            &limiter(&store),
+        ));
+        assert_eq!(r.map(|r| r.status), Some(403));
+        assert_eq!(READS.load(SeqCst), 2);
     }
 
     fn decide(c: &FilterConfig, store: &FakeStore, h: &RequestHead, body: &[u8]) -> u32 {
@@ -778,7 +861,7 @@ mod tests {
         let mut forged = good.clone();
         forged.headers = Headers::new(good.headers.iter().map(|(k, v)| {
             (
-                k.to_string(),
+                k.clone(),
                 if k == "webhook-signature" {
                     b"v1,AAAA".to_vec()
                 } else {

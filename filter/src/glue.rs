@@ -54,7 +54,7 @@ fn send(reply: &Reply) {
     let headers: Vec<(&str, &str)> = reply
         .headers
         .iter()
-        .map(|(k, v)| (*k, v.as_str()))
+        .map(|(k, v)| (*k, v.as_ref()))
         .collect();
     if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body)) {
         log::warn!("edgehook: could not send the local reply: {status:?}");
@@ -98,6 +98,48 @@ fn now_ns() -> u64 {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The request's headers in one buffer, as the host serializes them. The
+/// SDK's `get_map_bytes` would split them into a `String` and a `Vec` per
+/// header (and panics on an unexpected status).
+fn request_headers() -> Option<Headers> {
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        fn proxy_get_header_map_pairs(
+            map_type: MapType,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> Status;
+    }
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host fills both out-pointers; a non-null `data` is a
+    // buffer of `size` bytes it obtained from `proxy_on_memory_allocate`,
+    // which the SDK implements as a forgotten `Vec<u8>` of that capacity,
+    // so it is ours to take back as one (as the SDK's own getters do).
+    let raw = unsafe {
+        if proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size)
+            != Status::Ok
+        {
+            return None;
+        }
+        if data.is_null() {
+            Vec::new()
+        } else {
+            Vec::from_raw_parts(data, size, size)
+        }
+    };
+    Headers::from_serialized(raw).ok()
+}
+
+/// The downstream peer's `ip:port` ("" if the host has none).
+fn client_address() -> String {
+    hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default()
 }
 
 /// Metric ids, defined once per VM in `on_configure`. Envoy keeps one stat
@@ -339,7 +381,9 @@ impl Stream {
             Ok(body) => body.unwrap_or_default(),
             Err(_) => return self.unavailable(),
         };
-        let now = now_ns();
+        // The request's time is when its headers came: a body that trickles
+        // in does not move the timestamp check, and it saves a clock read.
+        let now = self.started_ns;
         let now_ms = i64::try_from(now / 1_000_000).unwrap_or(i64::MAX);
         let limiter = Limiter {
             store: &HostStore,
@@ -418,16 +462,10 @@ impl HttpContext for Stream {
         };
         // Header names are tokens Envoy's codecs have validated; values are
         // whatever the client sent, so they stay bytes.
-        let pairs = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-            Ok(pairs) => pairs,
-            Err(_) => return self.unavailable(),
+        let Some(headers) = request_headers() else {
+            return self.unavailable();
         };
-        let client_address = hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_default();
-        self.head = RequestHead::new(Headers::new(pairs), end_of_stream, client_address);
+        self.head = RequestHead::with_address_from(headers, end_of_stream, client_address);
         let limiter = Limiter {
             store: &HostStore,
             now_ns: self.started_ns,

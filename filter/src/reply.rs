@@ -3,6 +3,8 @@
 //! from request data or secrets. Every reply also carries its `Outcome`,
 //! which is what the metrics count.
 
+use std::borrow::Cow;
+
 use serde_json::json;
 
 use crate::ratelimit::{Limited, Policy};
@@ -125,7 +127,7 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub status: u32,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     pub body: Vec<u8>,
     pub outcome: Outcome,
 }
@@ -134,11 +136,11 @@ pub struct Reply {
 pub const SIDECAR_RETRY_AFTER_S: u32 = 5;
 
 impl Reply {
-    fn json(status: u32, body: serde_json::Value, outcome: Outcome) -> Reply {
+    fn json(status: u32, body: Vec<u8>, outcome: Outcome) -> Reply {
         Reply {
             status,
-            headers: vec![("content-type", "application/json".to_string())],
-            body: body.to_string().into_bytes(),
+            headers: vec![("content-type", Cow::Borrowed("application/json"))],
+            body,
             outcome,
         }
     }
@@ -146,15 +148,19 @@ impl Reply {
     /// A refusal. `header` names the header at fault, when there is one; it
     /// always comes from the configuration or a scheme, never the request.
     pub fn reject(reason: Reason, header: Option<&'static str>) -> Reply {
+        // Refusals are most of what a filter under attack sends: the common
+        // one is spliced from fixed strings rather than built as a JSON value.
         let body = match header {
-            Some(h) => json!({ "error": reason.code(), "header": h }),
-            None => json!({ "error": reason.code() }),
+            Some(h) => json!({ "error": reason.code(), "header": h })
+                .to_string()
+                .into_bytes(),
+            None => [br#"{"error":""#, reason.code().as_bytes(), br#""}"#].concat(),
         };
         let mut reply = Reply::json(reason.status(), body, Outcome::Rejected(reason));
         if reason == Reason::SidecarUnavailable {
             reply
                 .headers
-                .push(("retry-after", SIDECAR_RETRY_AFTER_S.to_string()));
+                .push(("retry-after", Cow::Owned(SIDECAR_RETRY_AFTER_S.to_string())));
         }
         reply
     }
@@ -162,7 +168,9 @@ impl Reply {
     /// 405 with the `Allow` header listing what the source accepts.
     pub fn method_not_allowed(allowed: &[String]) -> Reply {
         let mut reply = Reply::reject(Reason::MethodNotAllowed, None);
-        reply.headers.push(("allow", allowed.join(", ")));
+        reply
+            .headers
+            .push(("allow", Cow::Owned(allowed.join(", "))));
         reply
     }
 
@@ -177,39 +185,39 @@ impl Reply {
         let mut reply = Reply::reject(reason, None);
         let name = limited.policy.name();
         let wait = limited.retry_after_s();
-        reply.headers.push(("retry-after", wait.to_string()));
+        reply
+            .headers
+            .push(("retry-after", Cow::Owned(wait.to_string())));
         reply.headers.push((
             "ratelimit-policy",
-            format!(
+            Cow::Owned(format!(
                 "\"{name}\";q={};w={}",
                 limited.limit.burst(),
                 limited.limit.window_s()
-            ),
+            )),
         ));
         reply
             .headers
-            .push(("ratelimit", format!("\"{name}\";r=0;t={wait}")));
+            .push(("ratelimit", Cow::Owned(format!("\"{name}\";r=0;t={wait}"))));
         reply
     }
 
     /// 200: verified, and dropped by the source's rules. A 2xx so that the
     /// provider does not retry it.
     pub fn filtered() -> Reply {
-        Reply::json(200, json!({ "status": "filtered" }), Outcome::Filtered)
+        Reply::json(200, br#"{"status":"filtered"}"#.to_vec(), Outcome::Filtered)
     }
 
     /// 202: the sidecar has the event on disk. The id is the sidecar's own
     /// (an `evt_` id it generated), never request data.
     pub fn accepted(event_id: &str, duplicate: bool) -> Reply {
-        if duplicate {
-            Reply::json(
-                202,
-                json!({ "id": event_id, "duplicate": true }),
-                Outcome::Duplicate,
-            )
+        let (tail, outcome): (&[u8], _) = if duplicate {
+            (br#","duplicate":true}"#, Outcome::Duplicate)
         } else {
-            Reply::json(202, json!({ "id": event_id }), Outcome::Accepted)
-        }
+            (b"}", Outcome::Accepted)
+        };
+        let id = serde_json::Value::from(event_id).to_string();
+        Reply::json(202, [br#"{"id":"#, id.as_bytes(), tail].concat(), outcome)
     }
 }
 
@@ -246,7 +254,7 @@ mod tests {
             r.headers
                 .iter()
                 .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.as_str())
+                .map(|(_, v)| v.as_ref())
         };
         assert_eq!(h("retry-after"), Some("2"));
         assert_eq!(h("ratelimit-policy"), Some(r#""verified";q=400;w=2"#));

@@ -508,3 +508,21 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The host's serialized header map: any pairs come back as they went
+    /// in, and any bytes at all parse or are refused without a panic.
+    #[test]
+    fn header_maps_round_trip_and_garbage_never_panics(
+        pairs in vec(("[a-z-]{1,12}", vec(any::<u8>(), 0..40)), 0..12),
+        garbage in vec(any::<u8>(), 0..200),
+    ) {
+        let h = Headers::new(pairs.clone());
+        let back: Vec<(String, Vec<u8>)> = h.iter().map(|(n, v)| (n, v.to_vec())).collect();
+        prop_assert_eq!(back, pairs.clone());
+        for (name, _) in &pairs {
+            prop_assert!(h.get(&name.to_uppercase()).is_some());
+        }
+        let _ = Headers::from_serialized(garbage);
+    }
+}

@@ -159,8 +159,11 @@ async fn a_sidecar_that_never_answers_times_out_into_a_503() {
     let took = started.elapsed();
     assert_eq!(a.status, 503, "{a:?}");
     assert!(a.header("retry-after").is_some());
+    // Envoy arms its timers from the event loop's cached clock, which can
+    // trail real time by a few milliseconds, so the timeout may fire that
+    // much early; a refusal that did not wait would come in a few ms.
     assert!(
-        took >= Duration::from_millis(timeout_ms),
+        took >= Duration::from_millis(timeout_ms * 9 / 10),
         "answered before the timeout: {took:?}"
     );
     assert!(
