@@ -26,6 +26,9 @@ pub fn free_port() -> u16 {
 pub struct Sidecar {
     child: Option<Child>,
     pub port: u16,
+    /// `/metrics`, on a port of its own so that sidecars running at the same
+    /// time (other benchmarks, tests) do not take each other's.
+    pub metrics_port: u16,
     pub dir: tempfile::TempDir,
 }
 
@@ -33,10 +36,12 @@ impl Sidecar {
     pub fn start(extra_toml: &str) -> Sidecar {
         let dir = tempfile::tempdir().expect("a temp dir");
         let port = free_port();
+        let metrics_port = free_port();
         std::fs::write(
             dir.path().join("edgehook.toml"),
             format!(
-                "data_dir = \"{}\"\n{extra_toml}\n[ingest]\nlisten = \"127.0.0.1:{port}\"\nmin_free_disk_bytes = 0\n",
+                "data_dir = \"{}\"\n{extra_toml}\n[ingest]\nlisten = \"127.0.0.1:{port}\"\nmin_free_disk_bytes = 0\n\
+                 [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
                 dir.path().join("data").display()
             ),
         )
@@ -44,6 +49,7 @@ impl Sidecar {
         let mut s = Sidecar {
             child: None,
             port,
+            metrics_port,
             dir,
         };
         s.spawn();
@@ -100,6 +106,30 @@ impl Sidecar {
             return (0, 0);
         };
         rss_of(child.id())
+    }
+
+    /// Delivery attempts made since the process started, whatever their
+    /// outcome (`edgehook_delivery_attempts_total` summed).
+    pub async fn delivery_attempts(&self) -> u64 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .await
+            .expect("/metrics listens");
+        // HTTP/1.0: the answer is the bytes up to the close, never chunked.
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .expect("/metrics asked");
+        let mut text = String::new();
+        conn.read_to_string(&mut text).await.expect("/metrics read");
+        assert!(
+            text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+            "{text}"
+        );
+        text.lines()
+            .filter(|l| l.starts_with("edgehook_delivery_attempts_total{"))
+            .filter_map(|l| l.rsplit(' ').next())
+            .map(|v| v.parse::<f64>().expect("a counter value") as u64)
+            .sum()
     }
 
     /// Mean and largest group-commit batch, from the writer's debug lines.
@@ -260,12 +290,20 @@ pub struct DrainRun {
     pub requests: u64,
 }
 
-fn destination_toml(port: u16) -> String {
+/// A breaker that never opens: the drain benchmark's receiver fails one
+/// answer in ten on purpose, and that must not pause delivery.
+const NEVER_OPENS: &str = "{ failures = 1000000, cooldown_ms = 1000 }";
+
+/// The sidecar's default breaker (`BreakerConfig::default()`), written out
+/// so that the report says what was measured.
+const DEFAULT_BREAKER: &str = "{ failures = 5, cooldown_ms = 5000, max_cooldown_ms = 300000 }";
+
+fn destination_toml(port: u16, breaker: &str) -> String {
     format!(
         "[[destinations]]\nname = \"bench\"\nurl = \"http://127.0.0.1:{port}/in\"\n\
          max_concurrency = 128\ntimeout_ms = 5000\n\
          retry = {{ initial_ms = 100, max_delay_ms = 1000, max_attempts = 100, max_age_s = 3600 }}\n\
-         breaker = {{ failures = 1000000, cooldown_ms = 1000 }}\n"
+         breaker = {breaker}\n"
     )
 }
 
@@ -275,7 +313,7 @@ pub async fn drain(events: u64, fail_every: u64) -> DrainRun {
     let port = free_port();
     let sidecar = Sidecar::start(&format!(
         "durability = \"flush\"\n{}",
-        destination_toml(port)
+        destination_toml(port, NEVER_OPENS)
     ));
     let publish_s = fill_backlog(&sidecar, events).await;
     let receiver = Arc::new(FastReceiver::default());
@@ -307,20 +345,36 @@ pub struct BacklogRun {
     pub events: u64,
     pub body_bytes: usize,
     pub publish_s: f64,
+    /// The destination's breaker while the backlog built up.
+    pub fill_breaker: &'static str,
+    /// Delivery attempts the sidecar made while the backlog built up (each
+    /// one failed: the receiver was down).
+    pub fill_attempts: u64,
     pub disk_bytes: u64,
     pub disk_bytes_per_event: f64,
+    /// Of `disk_bytes`: the event log (`bodies/`) and the rest (sled).
+    pub log_bytes_per_event: f64,
+    pub sled_bytes_per_event: f64,
     pub restart_to_first_delivery_s: f64,
     pub rss_at_first_delivery_bytes: u64,
     pub peak_rss_bytes: u64,
 }
 
 /// A large undelivered backlog: its size on disk, and what a restart costs.
+/// It builds up as it would in production, with the receiver down and the
+/// default circuit breaker, which opens after a few failures and then lets
+/// through one probe per cool-down, so the fill costs at most one round of
+/// attempts (`max_concurrency`) and a probe now and then. After the restart the receiver is up and the breaker starts
+/// closed (its state is not stored), so the first delivery waits only for
+/// the store to open.
 pub async fn backlog(events: u64) -> BacklogRun {
     let port = free_port();
-    let mut sidecar = Sidecar::start(&destination_toml(port));
+    let mut sidecar = Sidecar::start(&destination_toml(port, DEFAULT_BREAKER));
     let publish_s = fill_backlog(&sidecar, events).await;
+    let fill_attempts = sidecar.delivery_attempts().await;
     sidecar.stop();
     let disk_bytes = dir_bytes(&sidecar.data_dir());
+    let log_bytes = dir_bytes(&sidecar.data_dir().join("bodies"));
 
     let receiver = Arc::new(FastReceiver::default());
     receiver.serve(port).await;
@@ -335,14 +389,21 @@ pub async fn backlog(events: u64) -> BacklogRun {
     // Let it work through part of the backlog to see the peak under load.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, peak) = sidecar.rss();
-    BacklogRun {
+    let per_event = |bytes: u64| bytes as f64 / events as f64;
+    let run = BacklogRun {
         events,
         body_bytes: 1024,
         publish_s,
+        fill_breaker: DEFAULT_BREAKER,
+        fill_attempts,
         disk_bytes,
-        disk_bytes_per_event: disk_bytes as f64 / events as f64,
+        disk_bytes_per_event: per_event(disk_bytes),
+        log_bytes_per_event: per_event(log_bytes),
+        sled_bytes_per_event: per_event(disk_bytes - log_bytes),
         restart_to_first_delivery_s: first,
         rss_at_first_delivery_bytes: rss_now,
         peak_rss_bytes: peak,
-    }
+    };
+    eprintln!("{run:?}");
+    run
 }

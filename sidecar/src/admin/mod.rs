@@ -484,7 +484,7 @@ impl Admin for AdminService {
                 let seqs: HashSet<u64> = jobs.iter().map(|j| j.seq).collect();
                 let mut skipped = Vec::new();
                 for id in ids {
-                    let seq = s.get_event(&id)?.map(|d| d.event.seq);
+                    let seq = s.event_summary(&id)?.map(|e| e.event.seq);
                     if !seq.is_some_and(|seq| seqs.contains(&seq)) {
                         skipped.push(id);
                     }
@@ -636,18 +636,16 @@ impl AdminContext {
                     return None;
                 }
                 let summary = self
-                    .blocking(move |s| s.get_event(&event_id))
+                    .blocking(move |s| s.event_summary(&event_id))
                     .await
                     .ok()
                     .flatten();
                 let event = match summary {
-                    Some(d) => {
-                        if dest.is_some_and(|want| !d.event.destinations.contains(&want)) {
+                    Some(e) => {
+                        if dest.is_some_and(|want| !e.event.destinations.contains(&want)) {
                             return None;
                         }
-                        let jobs: Vec<JobState> =
-                            d.deliveries.iter().map(|d| d.job.clone()).collect();
-                        self.summary(&d.event, &jobs)
+                        self.summary(&e.event, &e.jobs)
                     }
                     None => pb::EventSummary {
                         source: event_source,
@@ -662,16 +660,21 @@ impl AdminContext {
             }
             Activity::Attempted {
                 event_id,
-                seq,
                 dest: attempted,
                 attempt: record,
+                ..
             } => {
                 if dest.is_some_and(|want| want != attempted) {
                     return None;
                 }
                 if let Some(want) = source {
-                    let stored = self.blocking(move |s| s.event(seq)).await.ok().flatten();
-                    if stored.is_none_or(|e| e.source() != want) {
+                    let id = event_id.clone();
+                    let stored = self
+                        .blocking(move |s| s.event_summary(&id))
+                        .await
+                        .ok()
+                        .flatten();
+                    if stored.is_none_or(|e| e.event.source() != want) {
                         return None;
                     }
                 }

@@ -1,17 +1,19 @@
-//! The body log: event bodies, kept outside sled in append-only segment
-//! files under `<data_dir>/bodies/`, while sled holds only each event's
-//! metadata and a `BodyRef` to its body.
+//! The event log: events, kept outside sled in append-only segment files
+//! under `<data_dir>/bodies/` (the name is from when only bodies went
+//! there), while sled holds a summary of each event and a `BodyRef` to its
+//! record. A record is the whole encoded `Event` (headers and body
+//! included), or for events stored by the previous version its body alone.
 //!
 //! Why: sled 0.34 rewrites whole leaf nodes and keeps garbage until a
 //! segment of its log is at most half live, so ~1 KiB records were stored
-//! about 2.3 times over. A body written here once stays written once, and a
-//! segment file is freed whole when the last event in it is removed (the
+//! about 2.3 times over. A record written here once stays written once, and
+//! a segment file is freed whole when the last event in it is removed (the
 //! store keeps a live count per segment).
 //!
 //! A segment is named by the first seq it holds, zero-padded so names sort,
 //! and rolls over past `SEGMENT_BYTES`. Each record is a header (length,
 //! crc32 of the bytes, seq) and the bytes; a read checks all three, so a
-//! damaged or misplaced body is a `StoreError::Corrupt` naming the file,
+//! damaged or misplaced record is a `StoreError::Corrupt` naming the file,
 //! never wrong bytes. Nothing is ever appended to a segment written before
 //! the log was opened, or after a failed write: its tail may be torn, so
 //! the next append starts a new segment instead.
@@ -241,11 +243,12 @@ impl BodyLog {
         Ok(())
     }
 
-    /// The body of event `seq`, checked against its header and crc.
-    pub fn read(&self, seq: u64, r: &BodyRef) -> Result<Vec<u8>, StoreError> {
+    /// The record of event `seq`, checked against its header and crc; a
+    /// failed check is `StoreError::Corrupt` with `what`.
+    pub fn read(&self, seq: u64, r: &BodyRef, what: &'static str) -> Result<Vec<u8>, StoreError> {
         let path = self.segment_path(r.segment);
         let corrupt = |reason: String| StoreError::Corrupt {
-            what: "event body",
+            what,
             detail: format!("{}: {reason} (event {seq})", path.display()),
         };
         let file = match self.reader(r.segment) {
@@ -366,18 +369,18 @@ mod tests {
             log.sync().unwrap();
             assert_eq!(log.active(), Some(7));
             assert!(refs.iter().all(|r| r.segment == 7));
-            assert_eq!(log.read(7, &refs[0]).unwrap(), b"seven");
-            assert_eq!(log.read(8, &refs[1]).unwrap(), b"");
-            assert_eq!(log.read(9, &refs[2]).unwrap(), b"nine");
+            assert_eq!(log.read(7, &refs[0], "event body").unwrap(), b"seven");
+            assert_eq!(log.read(8, &refs[1], "event body").unwrap(), b"");
+            assert_eq!(log.read(9, &refs[2], "event body").unwrap(), b"nine");
             refs
         };
         let log = log(&dir, SEGMENT_BYTES);
         assert_eq!(log.active(), None, "nothing appended since the open");
-        assert_eq!(log.read(9, &first[2]).unwrap(), b"nine");
+        assert_eq!(log.read(9, &first[2], "event body").unwrap(), b"nine");
         let more = log.append(&[(10, b"ten".as_slice())]).unwrap();
         assert_eq!(more[0].segment, 10, "not appended after an old tail");
         assert_eq!(log.segments().unwrap(), vec![7, 10]);
-        assert_eq!(log.read(10, &more[0]).unwrap(), b"ten");
+        assert_eq!(log.read(10, &more[0], "event body").unwrap(), b"ten");
         assert_eq!(log.take_retired(), Vec::<u64>::new());
     }
 
@@ -407,13 +410,13 @@ mod tests {
         );
         assert!(segment_name(9) < segment_name(10));
         for (seq, r) in &refs {
-            assert_eq!(log.read(*seq, r).unwrap(), body);
+            assert_eq!(log.read(*seq, r, "event body").unwrap(), body);
         }
         // A batch bigger than the limit is not split: it gets a segment.
         let big = [1u8; 100];
         let batch = log.append(&[(200, big.as_slice()), (201, &big)]).unwrap();
         assert_eq!((batch[0].segment, batch[1].segment), (200, 200));
-        assert_eq!(log.read(201, &batch[1]).unwrap(), big);
+        assert_eq!(log.read(201, &batch[1], "event body").unwrap(), big);
         assert_eq!(log.size().unwrap(), 4 * 32 + 2 * 32 + 2 * 116);
     }
 
@@ -425,14 +428,17 @@ mod tests {
             .append(&[(1, b"hello world".as_slice()), (2, b"second")])
             .unwrap();
         assert!(
-            matches!(log.read(3, &refs[1]), Err(StoreError::Corrupt { .. })),
+            matches!(
+                log.read(3, &refs[1], "event body"),
+                Err(StoreError::Corrupt { .. })
+            ),
             "the seq in the header is checked"
         );
         let path = log.segment_path(1);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[HEADER + 4] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
-        match log.read(1, &refs[0]) {
+        match log.read(1, &refs[0], "event body") {
             Err(StoreError::Corrupt { what, detail }) => {
                 assert_eq!(what, "event body");
                 assert!(detail.contains(&segment_name(1)), "{detail}");
@@ -441,7 +447,7 @@ mod tests {
             other => panic!("not corrupt: {other:?}"),
         }
         assert_eq!(
-            log.read(2, &refs[1]).unwrap(),
+            log.read(2, &refs[1], "event body").unwrap(),
             b"second",
             "the next one is intact"
         );
@@ -450,7 +456,7 @@ mod tests {
             ..refs[1]
         };
         assert!(matches!(
-            log.read(2, &past_end),
+            log.read(2, &past_end, "event body"),
             Err(StoreError::Corrupt { .. })
         ));
     }
@@ -463,10 +469,10 @@ mod tests {
         let b = log.append(&[(2, b"b".as_slice())]).unwrap()[0];
         assert_eq!(log.active(), Some(2));
         assert!(!log.remove_segment(2).unwrap(), "the active segment stays");
-        assert_eq!(log.read(2, &b).unwrap(), b"b");
+        assert_eq!(log.read(2, &b, "event body").unwrap(), b"b");
         assert!(log.remove_segment(1).unwrap());
         assert!(!log.remove_segment(1).unwrap(), "already gone");
-        match log.read(1, &a) {
+        match log.read(1, &a, "event body") {
             Err(StoreError::Corrupt { detail, .. }) => assert!(detail.contains("missing")),
             other => panic!("not corrupt: {other:?}"),
         }

@@ -1,6 +1,7 @@
-//! Durable state: events, their delivery jobs, the due-queue, attempts,
-//! dead letters, the dedupe index, destination state and counters in sled,
-//! and event bodies in the body log beside it (`bodies`). The
+//! Durable state: event summaries, their delivery jobs, the due-queue,
+//! attempts, dead letters, the dedupe index, destination state and counters
+//! in sled, and the events themselves (headers, body) in the log beside it
+//! (`bodies`). The
 //! store knows nothing of ingest, dispatch or admin; they use it through the
 //! `Store` trait, so another embedded engine could replace sled without
 //! touching them.
@@ -269,14 +270,16 @@ pub trait Store: Send + Sync + 'static {
         in_flight: &dyn Fn(&JobRef) -> bool,
     ) -> Result<DueJobs, StoreError>;
 
+    /// The whole event, headers and body included (read from the log).
     fn event(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError>;
 
     fn job(&self, job: JobRef) -> Result<Option<JobState>, StoreError>;
 
     /// Records attempts and what follows from each, in one transaction:
     /// each job is delivered, moved to its next due time, or dead-lettered
-    /// (with the attempt's status, error and response body). A job that is
-    /// no longer pending is left as it is.
+    /// (with the attempt's status, error and response body). Error texts
+    /// are kept up to 256 bytes. A job that is no longer pending is left as
+    /// it is.
     fn record_attempts(&self, batch: &[AttemptOutcome]) -> Result<(), StoreError>;
 
     /// `record_attempts` for one attempt.
@@ -295,13 +298,20 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- admin ----
 
-    /// Events newest first.
+    /// Events newest first, as summaries: `event` holds what sled holds,
+    /// without headers or body (see `StoredEvent`).
     fn list_events(
         &self,
         query: &EventQuery,
         page: &PageRequest,
     ) -> Result<Page<EventSummary>, StoreError>;
 
+    /// An event as `list_events` gives it (no headers or body; nothing read
+    /// from the log), with its jobs.
+    fn event_summary(&self, event_id: &str) -> Result<Option<EventSummary>, StoreError>;
+
+    /// The whole event (read from the log), every job, attempt and dead
+    /// letter.
     fn get_event(&self, event_id: &str) -> Result<Option<EventDetail>, StoreError>;
 
     /// Dead letters newest first.

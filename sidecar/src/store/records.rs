@@ -3,6 +3,16 @@
 
 use edgehook_proto::v1::Event;
 
+/// An event as sled holds it, in one of three layouts, newest first:
+/// - `event_ref` set: the whole encoded `Event` is a record in the event
+///   log (`store::bodies`), and `event` here keeps only what listing,
+///   filtering, dedupe and the admin summary need (`take_summary`), so the
+///   headers and body are never in sled;
+/// - `body_ref` set: the body alone is in the log, the rest in `event`;
+/// - neither: the whole event is inline in `event`.
+///
+/// `Store::event` and `Store::get_event` return the event whole, whatever
+/// the layout; everything else gets the record as stored.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StoredEvent {
     #[prost(string, tag = "1")]
@@ -16,14 +26,18 @@ pub struct StoredEvent {
     /// The destinations it was routed to (one job each).
     #[prost(uint32, repeated, tag = "5")]
     pub destinations: Vec<u32>,
-    /// Where the body is in the body log; `event.body` is then empty.
-    /// Without it the body is inline in `event.body` (as records written
-    /// before the body log were, and events with an empty body are).
+    /// Where the body is in the log; `event.body` is then empty.
     #[prost(message, optional, tag = "6")]
     pub body_ref: Option<BodyRef>,
+    /// Where the whole encoded event is in the log.
+    #[prost(message, optional, tag = "7")]
+    pub event_ref: Option<BodyRef>,
+    /// The body's length, with `event_ref` (the body is not in sled then).
+    #[prost(uint64, tag = "8")]
+    pub body_len: u64,
 }
 
-/// One record in the body log (`store::bodies`).
+/// One record in the log (`store::bodies`).
 #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
 pub struct BodyRef {
     /// The segment file, named by the first seq it holds.
@@ -32,12 +46,26 @@ pub struct BodyRef {
     /// Where the record (its header, then the bytes) starts.
     #[prost(uint64, tag = "2")]
     pub offset: u64,
-    /// The body's length.
+    /// The bytes' length.
     #[prost(uint32, tag = "3")]
     pub len: u32,
-    /// crc32 of the body (fixed32: a crc is as long as a varint gets).
+    /// crc32 of the bytes (fixed32: a crc is as long as a varint gets).
     #[prost(fixed32, tag = "4")]
     pub crc: u32,
+}
+
+/// What of an event stays in sled when the whole of it goes to the log:
+/// the fields the admin summary shows and list filters and dedupe match on.
+/// They are taken out of `event`, which must be encoded for the log first.
+pub fn take_summary(event: &mut Event) -> Event {
+    Event {
+        source: std::mem::take(&mut event.source),
+        received_at_ms: event.received_at_ms,
+        provider_event_id: std::mem::take(&mut event.provider_event_id),
+        event_type: std::mem::take(&mut event.event_type),
+        request_id: std::mem::take(&mut event.request_id),
+        ..Default::default()
+    }
 }
 
 impl StoredEvent {
@@ -47,12 +75,19 @@ impl StoredEvent {
     pub fn event_type(&self) -> &str {
         self.event.as_ref().map_or("", |e| e.event_type.as_str())
     }
-    /// The body's length, known without reading it from the body log.
+    /// The body's length, known without reading the log.
     pub fn body_len(&self) -> u64 {
+        if self.event_ref.is_some() {
+            return self.body_len;
+        }
         match &self.body_ref {
             Some(r) => u64::from(r.len),
             None => self.event.as_ref().map_or(0, |e| e.body.len() as u64),
         }
+    }
+    /// The log record this event keeps alive, in either layout that has one.
+    pub fn log_ref(&self) -> Option<&BodyRef> {
+        self.event_ref.as_ref().or(self.body_ref.as_ref())
     }
 }
 

@@ -1,23 +1,31 @@
-//! The `Store` on sled 0.34, with event bodies in the body log.
+//! The `Store` on sled 0.34, with events in the event log.
 //!
-//! Bodies live outside sled (`super::bodies`) because sled 0.34 stores
-//! large records several times over: it rewrites whole leaf nodes, and it
-//! keeps a segment of its log, garbage included, until at most half of it
-//! is live (`SEGMENT_CLEANUP_THRESHOLD` is hard-coded at 50; the
+//! Each event is written whole (headers and body included) to the event log
+//! (`super::bodies`), and sled keeps a summary of it (id, source, type,
+//! provider id, request id, times, destinations, body length) with a
+//! `BodyRef` to the log record, because sled 0.34 stores records several
+//! times over: it rewrites whole leaf nodes, and it keeps a segment of its
+//! log, garbage included, until at most half of it is live
+//! (`SEGMENT_CLEANUP_THRESHOLD` is hard-coded at 50; the
 //! `segment_cleanup_threshold` setting does nothing), so a ~1.1 KiB event
-//! record took 2 to 2.3 times its size on disk. (The small records that
-//! delivery bookkeeping rewrites, jobs, due keys and attempts, take about
-//! 4.5 times theirs; the body log does not change that.) sled keeps the
-//! metadata and a `BodyRef`; a commit writes the batch's bodies first (and
-//! fdatasyncs them with `Durability::Fsync`) and only then runs the
-//! transaction, because sled's background flusher may make a transaction
-//! durable at any moment and a record must never be on disk before its
-//! body. A crash in between leaves bytes no record points to, which cost
-//! space only until their segment goes. Each segment's live events are
-//! counted in the `counters` tree in the same transactions that add and
-//! remove events; a segment whose count reaches 0 is deleted once it is no
-//! longer the one appended to, and segments without a count (left by a
-//! crash) are deleted on open.
+//! record took 2 to 2.3 times its size on disk. Only delivery (`event`) and
+//! the admin detail (`get_event`) read the log; listing, sweeping,
+//! dead-lettering and the admin summaries work from sled alone. A commit
+//! writes the batch's events to the log first (and fdatasyncs them with
+//! `Durability::Fsync`) and only then runs the transaction, because sled's
+//! background flusher may make a transaction durable at any moment and a
+//! record must never be on disk before what it points to. A crash in
+//! between leaves bytes no record points to, which cost space only until
+//! their segment goes. Each segment's live events are counted in the
+//! `counters` tree in the same transactions that add and remove events; a
+//! segment whose count reaches 0 is deleted once it is no longer the one
+//! appended to, and segments without a count (left by a crash) are deleted
+//! on open. Records of the two earlier layouts (the body inline, or only
+//! the body in the log) still read; see `StoredEvent`.
+//!
+//! The small records that delivery bookkeeping rewrites (jobs, due keys,
+//! attempts) take about 4.5 times their size in sled, so error texts are
+//! stored cut to `MAX_ERROR_BYTES`.
 //!
 //! Facts about sled 0.34.7 that shape this file: `flush_async` hangs when
 //! several tasks call it (sled#1308), so the one writer calls the blocking
@@ -35,6 +43,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use edgehook_proto::v1::Event;
 use prost::Message;
 use sled::Transactional;
 use sled::transaction::{
@@ -47,6 +56,7 @@ use super::keys::{
     attempt_key, counter_key, dedupe_key, due_key, job_key, rank_of, read_due_key, read_job_key,
     read_segment_counter_key, read_seq, segment_counter_key, seq_key,
 };
+use super::records::take_summary;
 use super::{
     AttemptOutcome, AttemptRecord, Committed, DeadLetter, DeadLetterFilter, DeliveryDetail, DestId,
     DestState, DestTotals, DueJobs, EventDetail, EventQuery, EventSummary, JobRef, JobState,
@@ -79,6 +89,25 @@ mod counter {
 /// comes back short, with a token to go on.
 const MAX_SCANNED: usize = 10_000;
 const DEFAULT_PAGE: usize = 100;
+
+/// The most bytes of an error text kept with an attempt, a job or a dead
+/// letter. A connect error's cause chain runs to a few hundred bytes and a
+/// destination that is down writes one per attempt; the start of it says
+/// what went wrong, and the log line of the attempt has it whole.
+const MAX_ERROR_BYTES: usize = 256;
+
+/// `text` cut to `MAX_ERROR_BYTES` on a char boundary, with an ellipsis to
+/// show it was cut.
+fn capped(text: &str) -> String {
+    if text.len() <= MAX_ERROR_BYTES {
+        return text.to_string();
+    }
+    let end = text.floor_char_boundary(MAX_ERROR_BYTES - '…'.len_utf8());
+    let mut out = String::with_capacity(MAX_ERROR_BYTES);
+    out.push_str(&text[..end]);
+    out.push('…');
+    out
+}
 
 pub struct SledStore {
     db: sled::Db,
@@ -244,10 +273,11 @@ fn finish<T>(r: Result<T, TransactionError<Abort>>) -> Result<Option<T>, StoreEr
 struct Prepared {
     id: String,
     seq: u64,
-    /// The record, with the body taken out.
+    /// The sled record: the summary, without its `event_ref` yet.
     stored: StoredEvent,
-    body: Vec<u8>,
-    /// `stored` encoded, once its body has a place.
+    /// The whole event encoded, for the log.
+    logged: Vec<u8>,
+    /// `stored` encoded, once the event has a place in the log.
     record: Vec<u8>,
     jobs: Vec<(JobState, [u8; 20])>,
     dedupe: Option<Vec<u8>>,
@@ -486,14 +516,16 @@ impl SledStore {
         let id = ids::event_id(&source, &provider_id);
         let seq = self.db.generate_id()?;
         let mut event = new.event;
-        let body = std::mem::take(&mut event.body);
+        let logged = event.encode_to_vec();
         let stored = StoredEvent {
             id: id.clone(),
             seq,
-            event: Some(event),
+            body_len: event.body.len() as u64,
+            event: Some(take_summary(&mut event)),
             stored_at_ms: new.now_ms,
             destinations: new.destinations.iter().map(|r| r.dest).collect(),
             body_ref: None,
+            event_ref: None,
         };
         let jobs = new
             .destinations
@@ -516,7 +548,7 @@ impl SledStore {
             id,
             seq,
             stored,
-            body,
+            logged,
             record: Vec::new(),
             jobs,
             dedupe,
@@ -540,7 +572,7 @@ impl SledStore {
         }
         tx.events.insert(&seq_key(p.seq), p.record.as_slice())?;
         tx.event_ids.insert(p.id.as_bytes(), &seq_key(p.seq))?;
-        if let Some(r) = &p.stored.body_ref {
+        if let Some(r) = p.stored.log_ref() {
             tx.bump_segment(r.segment, 1)?;
         }
         for (state, due) in &p.jobs {
@@ -580,12 +612,14 @@ impl SledStore {
         if state.round_started_ms == 0 {
             state.round_started_ms = attempt.started_ms;
         }
+        let error = capped(&attempt.error);
         state.last_status = attempt.status;
-        state.last_error = attempt.error.clone();
+        state.last_error.clone_from(&error);
         state.last_attempt_ms = attempt.started_ms;
         let record = AttemptRecord {
             n: state.attempts,
             outcome: next.outcome().to_string(),
+            error: error.clone(),
             ..attempt.clone()
         };
         tx.attempts.insert(
@@ -616,7 +650,7 @@ impl SledStore {
                     dest: job.dest,
                     attempts: state.attempts,
                     last_status: attempt.status,
-                    last_error: attempt.error.clone(),
+                    last_error: error.clone(),
                     response_body: attempt.response_body.clone(),
                     dead_at_ms: ended_ms,
                     source: event.map(|e| e.source().to_string()).unwrap_or_default(),
@@ -636,17 +670,42 @@ impl SledStore {
         Ok(())
     }
 
-    /// The record as stored: metadata, and the body only when it is inline.
+    /// The record as stored (see `StoredEvent` for its layouts).
     fn decode_event(v: &[u8]) -> Result<StoredEvent, StoreError> {
         StoredEvent::decode(v).map_err(|e| corrupt("event", e))
     }
 
-    /// An event without reading its body from the body log.
+    /// An event as sled holds it, without reading the log.
     fn event_meta(&self, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
         match self.events.get(seq_key(seq))? {
             None => Ok(None),
             Some(v) => Self::decode_event(&v).map(Some),
         }
+    }
+
+    /// Fills in from the log what the record does not hold: the whole event,
+    /// or in the previous layout its body.
+    fn load(&self, stored: &mut StoredEvent) -> Result<(), StoreError> {
+        if let Some(r) = &stored.event_ref {
+            let bytes = self.bodies.read(stored.seq, r, "event")?;
+            // The crc matched, so bytes that do not decode were written
+            // wrong, not damaged since.
+            let event = Event::decode(bytes.as_slice()).map_err(|e| {
+                corrupt(
+                    "event",
+                    format!(
+                        "{}: the record at offset {} does not decode: {e} (event {})",
+                        self.bodies.segment_path(r.segment).display(),
+                        r.offset,
+                        stored.seq
+                    ),
+                )
+            })?;
+            stored.event = Some(event);
+        } else if let (Some(r), Some(event)) = (&stored.body_ref, stored.event.as_mut()) {
+            event.body = self.bodies.read(stored.seq, r, "event body")?;
+        }
+        Ok(())
     }
 
     /// Deletes the segments among `candidates` that no event points into
@@ -702,6 +761,11 @@ impl SledStore {
             .get(id.as_bytes())?
             .map(|v| decode_u64(&v, "event id index"))
             .transpose()
+    }
+
+    fn summary_of(&self, event: StoredEvent) -> Result<EventSummary, StoreError> {
+        let jobs = self.jobs_of(&event)?;
+        Ok(EventSummary { event, jobs })
     }
 
     /// Every dead letter the filter selects, newest first.
@@ -848,7 +912,7 @@ impl SledStore {
                 }
             }
             tx.bump(0, counter::EXPIRED, 1)?;
-            match &event.body_ref {
+            match event.log_ref() {
                 Some(r) => Ok((tx.bump_segment(r.segment, -1)? == 0).then_some(r.segment)),
                 None => Ok(None),
             }
@@ -880,23 +944,20 @@ impl Store for SledStore {
             .into_iter()
             .map(|new| self.prepare(new))
             .collect::<Result<Vec<_>, _>>()?;
-        // Bodies first, durable before any record that points to them.
+        // The log first, durable before any record that points into it.
         let items: Vec<(u64, &[u8])> = prepared
             .iter()
-            .filter(|p| !p.body.is_empty())
-            .map(|p| (p.seq, p.body.as_slice()))
+            .map(|p| (p.seq, p.logged.as_slice()))
             .collect();
-        let mut refs = self.bodies.append(&items)?.into_iter();
+        let refs = self.bodies.append(&items)?;
         if self.sync.is_some() {
             self.bodies.sync()?;
         }
-        for p in &mut prepared {
-            if !p.body.is_empty() {
-                p.stored.body_ref = Some(
-                    refs.next()
-                        .ok_or_else(|| corrupt("body log", "a body got no place"))?,
-                );
-            }
+        if refs.len() != prepared.len() {
+            return Err(corrupt("event log", "an event got no place"));
+        }
+        for (p, r) in prepared.iter_mut().zip(refs) {
+            p.stored.event_ref = Some(r);
             p.record = p.stored.encode_to_vec();
         }
         // One transaction for the whole batch: each event is still all or
@@ -1047,9 +1108,7 @@ impl Store for SledStore {
         let Some(mut stored) = self.event_meta(seq)? else {
             return Ok(None);
         };
-        if let (Some(r), Some(event)) = (&stored.body_ref, stored.event.as_mut()) {
-            event.body = self.bodies.read(seq, r)?;
-        }
+        self.load(&mut stored)?;
         Ok(Some(stored))
     }
 
@@ -1063,7 +1122,8 @@ impl Store for SledStore {
     }
 
     fn record_attempts(&self, batch: &[AttemptOutcome]) -> Result<(), StoreError> {
-        // Only a dead letter needs the event (its id, source and type).
+        // Only a dead letter needs the event (its id, source and type), and
+        // the summary in sled has those.
         let events = batch
             .iter()
             .map(|o| match o.next {
@@ -1124,20 +1184,30 @@ impl Store for SledStore {
             {
                 continue;
             }
-            let jobs = self.jobs_of(&event)?;
+            let summary = self.summary_of(event)?;
             if let Some(status) = query.status
-                && !jobs
+                && !summary
+                    .jobs
                     .iter()
                     .any(|j| j.job_status() == status && query.dest.is_none_or(|d| d == j.dest))
             {
                 continue;
             }
-            items.push(EventSummary { event, jobs });
+            items.push(summary);
         }
         Ok(Page {
             items,
             next_token: None,
         })
+    }
+
+    fn event_summary(&self, event_id: &str) -> Result<Option<EventSummary>, StoreError> {
+        let Some(seq) = self.event_seq(event_id)? else {
+            return Ok(None);
+        };
+        self.event_meta(seq)?
+            .map(|event| self.summary_of(event))
+            .transpose()
     }
 
     fn get_event(&self, event_id: &str) -> Result<Option<EventDetail>, StoreError> {

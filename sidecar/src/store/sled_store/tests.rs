@@ -7,7 +7,7 @@ use crate::store::{
     AttemptRecord, DeadLetterFilter, EventQuery, JobStatus, NewEvent, Next, PageRequest, Retention,
     RoutedTo, Store,
 };
-use edgehook_proto::v1::Event;
+use edgehook_proto::v1::{Event, Header};
 
 fn open(dir: &tempfile::TempDir) -> SledStore {
     SledStore::open(
@@ -405,7 +405,7 @@ fn damage_that_loses_committed_events_is_refused_at_open() {
     assert!(SledStore::open(&data, Durability::Fsync, &StorageConfig::default()).is_ok());
 }
 
-// ---- the body log ----
+// ---- the event log ----
 
 fn open_small(dir: &tempfile::TempDir, segment_bytes: u64) -> SledStore {
     SledStore::open_with_segments(
@@ -474,59 +474,118 @@ const KEEP_1S: Retention = Retention {
     dead_letters_ms: 1_000,
 };
 
+fn header(name: &str, value: &[u8]) -> Header {
+    Header {
+        name: name.into(),
+        value: value.to_vec(),
+    }
+}
+
+/// An event with every field set.
+fn full_event(provider_id: &str, body: &[u8]) -> Event {
+    Event {
+        source: "stripe".into(),
+        received_at_ms: 1_700_000_000_123,
+        method: "POST".into(),
+        path: "/hooks/stripe".into(),
+        query: "tenant=a".into(),
+        headers: vec![
+            header("content-type", b"application/json"),
+            header("stripe-signature", b"t=1,v1=abc"),
+            header("x-binary", &[0xff, 0x00, 0x80]),
+        ],
+        client_address: "203.0.113.9".into(),
+        provider_event_id: provider_id.into(),
+        event_type: "invoice.paid".into(),
+        body: body.to_vec(),
+        request_id: "req-42".into(),
+    }
+}
+
+/// Bytes one event takes in the log: the record header and the event.
+fn logged_len(e: &Event) -> u64 {
+    16 + e.encoded_len() as u64
+}
+
 #[test]
-fn a_body_lives_in_the_body_log_and_round_trips_across_a_reopen() {
+fn the_whole_event_lives_in_the_log_and_round_trips_across_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let body: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let sent = full_event("evt_1", &body);
     let (id, seq) = {
         let store = open(&dir);
-        let c = commit(&store, with_body("e1", &body), &[1], 1_000);
+        let c = commit(&store, sent.clone(), &[1], 1_000);
         let seq = store.event_seq(&c.event_id).unwrap().unwrap();
         (c.event_id, seq)
     };
     let store = open(&dir);
-    assert_eq!(body_of(&store, seq), body);
+    let got = store.event(seq).unwrap().unwrap();
+    assert_eq!(got.event.as_ref(), Some(&sent), "every field, headers too");
+    assert_eq!((got.id.as_str(), got.body_len()), (id.as_str(), 5000));
     let detail = store.get_event(&id).unwrap().unwrap();
-    assert_eq!(detail.event.event.as_ref().unwrap().body, body);
-    assert_eq!(detail.event.body_len(), 5000);
+    assert_eq!(detail.event.event.as_ref(), Some(&sent));
+
+    // sled holds the summary only: no headers, body, method, path, query
+    // or client address.
     let raw = raw_record(&store, seq);
-    assert!(raw.event.unwrap().body.is_empty(), "not in sled");
-    let r = raw.body_ref.unwrap();
-    assert_eq!(r.len, 5000);
+    let summary = raw.event.clone().unwrap();
+    assert_eq!(
+        summary,
+        Event {
+            source: "stripe".into(),
+            received_at_ms: 1_700_000_000_123,
+            provider_event_id: "evt_1".into(),
+            event_type: "invoice.paid".into(),
+            request_id: "req-42".into(),
+            ..Default::default()
+        }
+    );
+    assert_eq!((raw.body_len, raw.body_ref), (5000, None));
+    let r = raw.event_ref.unwrap();
+    assert_eq!(u64::from(r.len), sent.encoded_len() as u64);
+    assert!(
+        store.events.get(seq_key(seq)).unwrap().unwrap().len() < 200,
+        "the record in sled is small"
+    );
     assert_eq!(live_count(&store, r.segment), Some(1));
     let segment = dir
         .path()
         .join("data/bodies")
         .join(crate::store::bodies::segment_name(r.segment));
-    assert!(std::fs::metadata(&segment).unwrap().len() >= 5000);
-    assert!(store.size_on_disk().unwrap() > store.db.size_on_disk().unwrap() + 5000 - 1);
-    // An empty body has nothing to put in the log.
-    let empty = commit(&store, with_body("e2", b""), &[1], 1_000);
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        logged_len(&sent)
+    );
+    assert!(store.size_on_disk().unwrap() >= store.db.size_on_disk().unwrap() + logged_len(&sent));
+    // The summaries come from sled and say the same.
+    let listed = store
+        .list_events(&EventQuery::default(), &PageRequest::default())
+        .unwrap();
+    assert_eq!(listed.items[0].event, raw);
+    assert_eq!(listed.items[0].event.body_len(), 5000);
+    assert_eq!(store.event_summary(&id).unwrap().unwrap().event, raw);
+    assert!(store.event_summary("evt_unknown").unwrap().is_none());
+
+    // An empty body still has headers worth keeping: it goes to the log too.
+    let empty = commit(&store, full_event("evt_2", b""), &[1], 1_000);
     let empty_seq = store.event_seq(&empty.event_id).unwrap().unwrap();
-    assert_eq!(raw_record(&store, empty_seq).body_ref, None);
-    assert!(body_of(&store, empty_seq).is_empty());
+    assert!(raw_record(&store, empty_seq).event_ref.is_some());
+    let got = store.event(empty_seq).unwrap().unwrap().event.unwrap();
+    assert_eq!((got.body.len(), got.headers.len()), (0, 3));
 }
 
-#[test]
-fn a_record_with_an_inline_body_as_older_versions_wrote_still_reads_and_expires() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    let seq = store.db.generate_id().unwrap();
-    let old = StoredEvent {
-        id: "evt_old".into(),
-        seq,
-        event: Some(with_body("old", b"inline bytes")),
-        stored_at_ms: 1_000,
-        destinations: vec![1],
-        body_ref: None,
-    };
+/// Writes a record as an earlier version did, with a delivered job.
+fn insert_old_record(store: &SledStore, old: &StoredEvent) {
     store
         .events
-        .insert(seq_key(seq), old.encode_to_vec())
+        .insert(seq_key(old.seq), old.encode_to_vec())
         .unwrap();
-    store.event_ids.insert("evt_old", &seq_key(seq)).unwrap();
+    store
+        .event_ids
+        .insert(old.id.as_bytes(), &seq_key(old.seq))
+        .unwrap();
     let job = JobState {
-        seq,
+        seq: old.seq,
         dest: 1,
         status: JobStatus::Delivered as i32,
         finished_ms: 1_000,
@@ -534,12 +593,37 @@ fn a_record_with_an_inline_body_as_older_versions_wrote_still_reads_and_expires(
     };
     store
         .jobs
-        .insert(job_key(JobRef { seq, dest: 1 }), job.encode_to_vec())
+        .insert(
+            job_key(JobRef {
+                seq: old.seq,
+                dest: 1,
+            }),
+            job.encode_to_vec(),
+        )
         .unwrap();
+}
 
-    assert_eq!(body_of(&store, seq), b"inline bytes");
+#[test]
+fn a_record_with_an_inline_body_as_older_versions_wrote_still_reads_and_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let seq = store.db.generate_id().unwrap();
+    let sent = full_event("old", b"inline bytes");
+    insert_old_record(
+        &store,
+        &StoredEvent {
+            id: "evt_old".into(),
+            seq,
+            event: Some(sent.clone()),
+            stored_at_ms: 1_000,
+            destinations: vec![1],
+            ..Default::default()
+        },
+    );
+
+    assert_eq!(store.event(seq).unwrap().unwrap().event, Some(sent.clone()));
     let detail = store.get_event("evt_old").unwrap().unwrap();
-    assert_eq!(detail.event.event.unwrap().body, b"inline bytes");
+    assert_eq!(detail.event.event, Some(sent));
     let listed = store
         .list_events(&EventQuery::default(), &PageRequest::default())
         .unwrap();
@@ -550,11 +634,184 @@ fn a_record_with_an_inline_body_as_older_versions_wrote_still_reads_and_expires(
 }
 
 #[test]
+fn a_record_with_only_its_body_in_the_log_as_the_previous_version_wrote_still_reads_and_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let seq = store.db.generate_id().unwrap();
+    let sent = full_event("prev", b"body in the log");
+    let r = store.bodies.append(&[(seq, sent.body.as_slice())]).unwrap()[0];
+    store
+        .counters
+        .insert(
+            segment_counter_key(counter::SEGMENT_LIVE, r.segment),
+            &1u64.to_be_bytes(),
+        )
+        .unwrap();
+    insert_old_record(
+        &store,
+        &StoredEvent {
+            id: "evt_prev".into(),
+            seq,
+            event: Some(Event {
+                body: Vec::new(),
+                ..sent.clone()
+            }),
+            stored_at_ms: 1_000,
+            destinations: vec![1],
+            body_ref: Some(r),
+            ..Default::default()
+        },
+    );
+
+    assert_eq!(store.event(seq).unwrap().unwrap().event, Some(sent.clone()));
+    let detail = store.get_event("evt_prev").unwrap().unwrap();
+    assert_eq!(detail.event.event, Some(sent));
+    let listed = store
+        .list_events(&EventQuery::default(), &PageRequest::default())
+        .unwrap();
+    assert_eq!(listed.items[0].event.body_len(), 15);
+    assert_eq!(store.sweep(10_000, KEEP_1S, 0, 100).unwrap().removed, 1);
+    assert!(store.event(seq).unwrap().is_none());
+    assert_eq!(
+        live_count(&store, r.segment),
+        None,
+        "its segment is counted down"
+    );
+    // New events go to the log whole beside it.
+    let next = commit(&store, full_event("next", b"new"), &[1], 20_000);
+    let next_seq = store.event_seq(&next.event_id).unwrap().unwrap();
+    assert!(raw_record(&store, next_seq).event_ref.is_some());
+    assert_eq!(
+        store.event(next_seq).unwrap().unwrap().event.unwrap().body,
+        b"new"
+    );
+}
+
+#[test]
+fn listing_summaries_dead_letters_and_sweeps_never_read_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let seqs = commit_batch(
+        &store,
+        vec![full_event("a", b"first"), full_event("b", b"second")],
+        1_000,
+    );
+    let ids: Vec<String> = seqs.iter().map(|&s| raw_record(&store, s).id).collect();
+    let segment = raw_record(&store, seqs[0]).event_ref.unwrap().segment;
+    let path = dir
+        .path()
+        .join("data/bodies")
+        .join(crate::store::bodies::segment_name(segment));
+    std::fs::remove_file(&path).unwrap();
+
+    // What needs the headers or body says what is wrong ...
+    match store.event(seqs[0]) {
+        Err(StoreError::Corrupt { what, detail }) => {
+            assert_eq!(what, "event");
+            assert!(detail.contains("missing"), "{detail}");
+        }
+        other => panic!("not corrupt: {other:?}"),
+    }
+    assert!(store.get_event(&ids[0]).is_err());
+    // ... and everything else works from sled alone.
+    let query = EventQuery {
+        source: Some("stripe".into()),
+        event_type: Some("invoice.*".into()),
+        provider_event_id: Some("b".into()),
+        ..Default::default()
+    };
+    let listed = store.list_events(&query, &PageRequest::default()).unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let summary = &listed.items[0].event;
+    assert_eq!(
+        (summary.id.as_str(), summary.body_len()),
+        (ids[1].as_str(), 6)
+    );
+    let e = summary.event.as_ref().unwrap();
+    assert_eq!(
+        (e.request_id.as_str(), e.received_at_ms),
+        ("req-42", 1_700_000_000_123)
+    );
+    let found = store.event_summary(&ids[0]).unwrap().unwrap();
+    assert_eq!((found.event.seq, found.jobs.len()), (seqs[0], 1));
+
+    let job = JobRef {
+        seq: seqs[0],
+        dest: 1,
+    };
+    store
+        .record_attempt(job, &attempt(1_000, 400), Next::DeadLetter)
+        .unwrap();
+    let letters = store
+        .list_dead_letters(&DeadLetterFilter::default(), &PageRequest::default())
+        .unwrap()
+        .items;
+    assert_eq!(
+        (letters[0].event_id.as_str(), letters[0].source.as_str()),
+        (ids[0].as_str(), "stripe")
+    );
+    assert_eq!(letters[0].event_type, "invoice.paid");
+    store
+        .record_attempt(
+            JobRef {
+                seq: seqs[1],
+                dest: 1,
+            },
+            &attempt(1_000, 200),
+            Next::Delivered,
+        )
+        .unwrap();
+    assert_eq!(store.sweep(100_000, KEEP_1S, 0, 100).unwrap().removed, 2);
+    assert!(store.event_summary(&ids[1]).unwrap().is_none());
+    // The dedupe keys went with them (from the summary's provider id).
+    assert!(!commit(&store, full_event("a", b"again"), &[1], 200_000).duplicate);
+}
+
+#[test]
+fn error_texts_are_stored_cut_to_a_bound_on_a_char_boundary() {
+    assert_eq!(capped("connect error: refused"), "connect error: refused");
+    let exact = "x".repeat(MAX_ERROR_BYTES);
+    assert_eq!(capped(&exact), exact, "at the bound: kept whole");
+    // 'é' is two bytes: 253 bytes of them would split one.
+    let long = format!("connect error: {}", "é".repeat(400));
+    let cut = capped(&long);
+    assert!(cut.len() <= MAX_ERROR_BYTES, "{}", cut.len());
+    assert!(cut.len() > MAX_ERROR_BYTES - 8, "not cut more than needed");
+    assert!(cut.ends_with('…'));
+    assert!(long.starts_with(cut.trim_end_matches('…')));
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let c = commit(&store, event("s", "e1", "t"), &[1], 1_000);
+    let job = all_due(&store, 1, 1_000)[0];
+    let mut failed = attempt(1_000, 0);
+    failed.error = long.clone();
+    store
+        .record_attempt(job, &failed, Next::RetryAt(2_000))
+        .unwrap();
+    assert_eq!(store.job(job).unwrap().unwrap().last_error, cut);
+    store
+        .record_attempt(job, &failed, Next::DeadLetter)
+        .unwrap();
+    let detail = store.get_event(&c.event_id).unwrap().unwrap();
+    let errors: Vec<&str> = detail.deliveries[0]
+        .attempts
+        .iter()
+        .map(|a| a.error.as_str())
+        .collect();
+    assert_eq!(errors, [cut.as_str(), cut.as_str()]);
+    assert_eq!(detail.deliveries[0].job.last_error, cut);
+    let letter = detail.deliveries[0].dead_letter.as_ref().unwrap();
+    assert_eq!(letter.last_error, cut);
+}
+
+#[test]
 fn retention_frees_a_segment_only_once_every_event_in_it_is_gone() {
     let dir = tempfile::tempdir().unwrap();
-    // Two 100-byte bodies fill a segment: each batch below gets its own.
-    let store = open_small(&dir, 2 * 116);
     let body = [7u8; 100];
+    // Two events fill a segment: each batch below gets its own.
+    let rec = logged_len(&with_body("a1", &body));
+    let store = open_small(&dir, 2 * rec);
     let a = commit_batch(
         &store,
         vec![with_body("a1", &body), with_body("a2", &body)],
@@ -566,7 +823,7 @@ fn retention_frees_a_segment_only_once_every_event_in_it_is_gone() {
         1_000,
     );
     let c = commit_batch(&store, vec![with_body("c1", &body)], 1_000);
-    let seg = |seq| raw_record(&store, seq).body_ref.unwrap().segment;
+    let seg = |seq| raw_record(&store, seq).event_ref.unwrap().segment;
     let (sa, sb, sc) = (seg(a[0]), seg(b[0]), seg(c[0]));
     assert_eq!((sa, sb, sc), (a[0], b[0], c[0]), "named by their first seq");
     assert_eq!(store.bodies.segments().unwrap(), vec![sa, sb, sc]);
@@ -594,19 +851,19 @@ fn retention_frees_a_segment_only_once_every_event_in_it_is_gone() {
     );
     assert_eq!(store.bodies.segments().unwrap(), vec![sb, d[0]]);
     assert_eq!(body_of(&store, d[1]), body);
-    assert_eq!(store.bodies.size().unwrap(), 4 * 116);
+    assert_eq!(store.bodies.size().unwrap(), 4 * rec);
     deliver_all(&store, 20_000, &[d[0], d[1]]);
     assert_eq!(store.sweep(30_000, KEEP_1S, 0, 100).unwrap().removed, 1);
     assert_eq!(store.bodies.segments().unwrap(), vec![d[0]]);
     assert_eq!(
         store.bodies.size().unwrap(),
-        2 * 116,
+        2 * rec,
         "the freed bytes are gone"
     );
 }
 
 #[test]
-fn a_flipped_byte_in_a_body_segment_is_a_corrupt_error_on_read() {
+fn a_flipped_byte_in_a_log_segment_is_a_corrupt_error_on_read() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let seqs = commit_batch(
@@ -617,7 +874,7 @@ fn a_flipped_byte_in_a_body_segment_is_a_corrupt_error_on_read() {
         ],
         1_000,
     );
-    let r = raw_record(&store, seqs[0]).body_ref.unwrap();
+    let r = raw_record(&store, seqs[0]).event_ref.unwrap();
     let name = crate::store::bodies::segment_name(r.segment);
     let path = dir.path().join("data/bodies").join(&name);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -626,7 +883,7 @@ fn a_flipped_byte_in_a_body_segment_is_a_corrupt_error_on_read() {
     std::fs::write(&path, &bytes).unwrap();
     match store.event(seqs[0]) {
         Err(StoreError::Corrupt { what, detail }) => {
-            assert_eq!(what, "event body");
+            assert_eq!(what, "event");
             assert!(detail.contains(&name), "names the file: {detail}");
         }
         Err(other) => panic!("an error, but not corrupt: {other}"),
@@ -657,7 +914,7 @@ fn a_flipped_byte_in_a_body_segment_is_a_corrupt_error_on_read() {
         dest: 1,
     };
     let mut failed = attempt(1_000, 0);
-    failed.error = "storage record event body is corrupt".into();
+    failed.error = "storage record event is corrupt".into();
     store
         .record_attempt(job, &failed, Next::DeadLetter)
         .unwrap();
@@ -692,7 +949,7 @@ fn a_segment_without_a_live_count_is_removed_at_open() {
     std::fs::write(bodies.join("notes.txt"), b"not a segment").unwrap();
     assert_eq!(std::fs::read_dir(&bodies).unwrap().count(), 3);
     let store = open(&dir);
-    let kept = raw_record(&store, seq).body_ref.unwrap().segment;
+    let kept = raw_record(&store, seq).event_ref.unwrap().segment;
     assert_eq!(
         store.bodies.segments().unwrap(),
         vec![kept],
@@ -706,7 +963,7 @@ fn a_segment_without_a_live_count_is_removed_at_open() {
     // New bodies go to a new segment, not after the old one's tail.
     let next = commit(&store, with_body("next", b"next body"), &[1], 1_000);
     let next_seq = store.event_seq(&next.event_id).unwrap().unwrap();
-    let r = raw_record(&store, next_seq).body_ref.unwrap();
+    let r = raw_record(&store, next_seq).event_ref.unwrap();
     assert_ne!(r.segment, kept);
     assert_eq!((r.segment, r.offset), (next_seq, 0));
     assert_eq!(body_of(&store, next_seq), b"next body");
@@ -715,9 +972,10 @@ fn a_segment_without_a_live_count_is_removed_at_open() {
 #[test]
 fn batches_over_several_segments_roll_over_and_every_body_reads() {
     let dir = tempfile::tempdir().unwrap();
-    // About three 200-byte bodies per segment.
-    let store = open_small(&dir, 3 * 216);
     let body = |i: usize| vec![u8::try_from(i % 256).unwrap(); 200];
+    // About three events per segment.
+    let segment_bytes = 3 * logged_len(&with_body("e0", &body(0)));
+    let store = open_small(&dir, segment_bytes);
     let mut seqs = Vec::new();
     let mut n = 0;
     for size in [1, 2, 10, 1, 4, 3] {
@@ -732,7 +990,7 @@ fn batches_over_several_segments_roll_over_and_every_body_reads() {
     let mut counted = 0;
     for (i, &seq) in seqs.iter().enumerate() {
         assert_eq!(body_of(&store, seq), body(i), "event {i}");
-        let r = raw_record(&store, seq).body_ref.unwrap();
+        let r = raw_record(&store, seq).event_ref.unwrap();
         assert!(segments.contains(&r.segment));
         assert!(r.segment <= seq, "a segment is named by its first seq");
     }
@@ -743,11 +1001,11 @@ fn batches_over_several_segments_roll_over_and_every_body_reads() {
     // The 10-event batch was not split: one segment holds all of it.
     let batch_segments: HashSet<u64> = seqs[3..13]
         .iter()
-        .map(|&s| raw_record(&store, s).body_ref.unwrap().segment)
+        .map(|&s| raw_record(&store, s).event_ref.unwrap().segment)
         .collect();
     assert_eq!(batch_segments.len(), 1);
     drop(store);
-    let store = open_small(&dir, 3 * 216);
+    let store = open_small(&dir, segment_bytes);
     assert_eq!(
         store.bodies.segments().unwrap(),
         segments,
