@@ -364,9 +364,9 @@ pub struct BacklogRun {
 /// It builds up as it would in production, with the receiver down and the
 /// default circuit breaker, which opens after a few failures and then lets
 /// through one probe per cool-down, so the fill costs at most one round of
-/// attempts (`max_concurrency`) and a probe now and then. After the restart the receiver is up and the breaker starts
-/// closed (its state is not stored), so the first delivery waits only for
-/// the store to open.
+/// attempts (`max_concurrency`) and a probe now and then. After the restart
+/// the receiver is up and the breaker starts closed (its state is not
+/// stored), so the first delivery waits only for the store to open.
 pub async fn backlog(events: u64) -> BacklogRun {
     let port = free_port();
     let mut sidecar = Sidecar::start(&destination_toml(port, DEFAULT_BREAKER));
