@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{self, Envoy, EnvoyOptions};
 use crate::load;
+use crate::noise::{Rounds, StealMeter};
 use crate::sidecar::{Sidecar, rss_of};
 use crate::wrk::{self, WrkResult, WrkSettings};
 
@@ -82,8 +83,11 @@ pub struct PathRun {
     pub path: &'static str,
     pub body_bytes: usize,
     pub expect_status: u16,
-    pub result: WrkResult,
-    /// Throughput as a share of plain Envoy's with the same body.
+    /// Each round's run; the median round (by requests/s) is the one
+    /// reported.
+    pub rounds: Rounds<WrkResult>,
+    /// The median round's throughput as a share of plain Envoy's median
+    /// round with the same body.
     pub ratio: f64,
 }
 
@@ -91,6 +95,8 @@ pub struct PathRun {
 pub struct EdgeReport {
     pub wrk: String,
     pub settings: WrkSettings,
+    /// Rounds of every path, interleaved.
+    pub rounds: u32,
     pub envoy_workers: u32,
     pub runs: Vec<PathRun>,
 }
@@ -109,7 +115,7 @@ async fn envoy(baseline: bool, batch: bool, sidecar_port: u16) -> Envoy {
     Envoy::start(opts).await
 }
 
-pub async fn edge(settings: &WrkSettings, body_sizes: &[usize]) -> EdgeReport {
+pub async fn edge(settings: &WrkSettings, rounds: u32, body_sizes: &[usize]) -> EdgeReport {
     let scratch = tempfile::tempdir().unwrap();
     let sidecar = Sidecar::start("");
     let plain = envoy(true, false, sidecar.port).await;
@@ -155,31 +161,42 @@ pub async fn edge(settings: &WrkSettings, body_sizes: &[usize]) -> EdgeReport {
                 202,
             ),
         ];
+        // Rounds interleave the paths, so that a stretch of stolen CPU time
+        // falls on all of them rather than on one.
+        let mut samples: Vec<Vec<(WrkResult, f64)>> = vec![Vec::new(); cases.len()];
+        for _ in 0..rounds.max(1) {
+            for ((path, envoy, route, headers, expect), samples) in cases.iter().zip(&mut samples) {
+                let url = envoy.url(route);
+                wrk::warm_up(&url, headers, &b, scratch.path());
+                let steal = StealMeter::start();
+                let result = wrk::run(&url, headers, &b, settings, scratch.path());
+                assert!(
+                    result.share(*expect) > 0.999,
+                    "{path}: expected {expect} answers, got {:?}",
+                    result.statuses
+                );
+                samples.push((result, steal.stolen_share()));
+            }
+        }
         let mut baseline_rps = 0.0;
-        for (path, envoy, route, headers, expect) in cases {
-            let url = envoy.url(route);
-            wrk::warm_up(&url, &headers, &b, scratch.path());
-            let result = wrk::run(&url, &headers, &b, settings, scratch.path());
-            assert!(
-                result.share(expect) > 0.999,
-                "{path}: expected {expect} answers, got {:?}",
-                result.statuses
-            );
+        for ((path, _, _, _, expect), samples) in cases.iter().zip(samples) {
+            let rounds = Rounds::of(samples, |r: &WrkResult| r.rps);
             if baseline_rps == 0.0 {
-                baseline_rps = result.rps;
+                baseline_rps = rounds.median.rps;
             }
             runs.push(PathRun {
                 path,
                 body_bytes: size,
-                expect_status: expect,
-                ratio: result.rps / baseline_rps,
-                result,
+                expect_status: *expect,
+                ratio: rounds.median.rps / baseline_rps,
+                rounds,
             });
         }
     }
     EdgeReport {
         wrk: wrk::version(),
         settings: settings.clone(),
+        rounds,
         envoy_workers: 1,
         runs,
     }

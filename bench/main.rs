@@ -14,6 +14,7 @@ mod harness;
 
 mod edge;
 mod load;
+mod noise;
 mod sidecar;
 mod wrk;
 
@@ -26,6 +27,9 @@ use serde::Serialize;
 struct Scale {
     name: &'static str,
     wrk: wrk::WrkSettings,
+    /// How many times each edge path and each ingest setting is measured
+    /// (interleaved; the median is reported).
+    rounds: u32,
     body_sizes: Vec<usize>,
     fixed_rate: (u64, u64),
     ingest_seconds: f64,
@@ -41,11 +45,12 @@ fn full() -> Scale {
         wrk: wrk::WrkSettings {
             threads: 1,
             connections: 256,
-            duration_s: 10,
+            duration_s: 6,
         },
+        rounds: 3,
         body_sizes: vec![1024, 16 * 1024],
         fixed_rate: (1_000, 30),
-        ingest_seconds: 10.0,
+        ingest_seconds: 6.0,
         ingest_clients: vec![64, 256],
         drain_events: 100_000,
         backlog_events: 1_000_000,
@@ -61,6 +66,7 @@ fn smoke() -> Scale {
             connections: 4,
             duration_s: 1,
         },
+        rounds: 1,
         body_sizes: vec![1024],
         fixed_rate: (100, 1),
         ingest_seconds: 1.0,
@@ -77,7 +83,7 @@ struct Report {
     machine: String,
     edge: Option<edge::EdgeReport>,
     fixed_rate: Option<load::FixedRateResult>,
-    ingest: Vec<sidecar::IngestRun>,
+    ingest: Vec<noise::Rounds<sidecar::IngestRun>>,
     drain: Vec<sidecar::DrainRun>,
     backlog: Option<sidecar::BacklogRun>,
     filter_memory: Option<edge::MemoryRun>,
@@ -148,19 +154,30 @@ async fn main() {
         goals: Vec::new(),
     };
     if run("edge") {
-        report.edge = Some(edge::edge(&scale.wrk, &scale.body_sizes).await);
+        report.edge = Some(edge::edge(&scale.wrk, scale.rounds, &scale.body_sizes).await);
     }
     if run("fixed") {
         report.fixed_rate = Some(edge::fixed_rate(scale.fixed_rate.0, scale.fixed_rate.1).await);
     }
     if run("ingest") {
-        for durability in ["fsync", "flush"] {
-            for &clients in &scale.ingest_clients {
+        let settings: Vec<(&'static str, usize)> = ["fsync", "flush"]
+            .into_iter()
+            .flat_map(|d| scale.ingest_clients.iter().map(move |&c| (d, c)))
+            .collect();
+        let mut samples = vec![Vec::new(); settings.len()];
+        for _ in 0..scale.rounds.max(1) {
+            for (&(durability, clients), samples) in settings.iter().zip(&mut samples) {
                 let r = sidecar::ingest(durability, clients, scale.ingest_seconds).await;
                 eprintln!("{r:?}");
-                report.ingest.push(r);
+                assert!(r.acked > 0 && r.failed == 0, "{r:?}");
+                let stolen = r.stolen_share;
+                samples.push((r, stolen));
             }
         }
+        report.ingest = samples
+            .into_iter()
+            .map(|s| noise::Rounds::of(s, |r: &sidecar::IngestRun| r.events_per_s))
+            .collect();
     }
     if run("drain") {
         for fail_every in [0, 10] {
@@ -193,12 +210,11 @@ async fn main() {
     println!("{md}");
     // Every suite that ran produced numbers.
     if let Some(e) = &report.edge {
-        assert!(e.runs.iter().all(|r| r.result.rps > 0.0));
+        assert!(e.runs.iter().all(|r| r.rounds.median.rps > 0.0));
     }
     if let Some(f) = &report.fixed_rate {
         assert!(f.ok > 0 && f.failed == 0, "{f:?}");
     }
-    assert!(report.ingest.iter().all(|r| r.acked > 0 && r.failed == 0));
     println!(
         "bench: every suite of the {} run produced numbers",
         scale.name
@@ -251,8 +267,8 @@ fn goals(r: &Report) -> Vec<Goal> {
         let fsync = r
             .ingest
             .iter()
-            .filter(|i| i.durability == "fsync")
-            .map(|i| i.events_per_s)
+            .filter(|i| i.median.durability == "fsync")
+            .map(|i| i.median.events_per_s)
             .fold(0.0, f64::max);
         out.push(goal(
             "sidecar durable ingest with fsync",
@@ -333,25 +349,32 @@ fn markdown(r: &Report) -> String {
     if let Some(e) = &r.edge {
         let _ = writeln!(
             s,
-            "\n## Edge cost\n\nLoad generator: {} with {} thread(s), {} connections, {} s per path (after a 1 s warm-up); Envoy with {} worker.\n\n\
-             | path | body | requests/s | vs plain Envoy | p50 ms | p99 ms | p99.9 ms |\n| --- | --- | --- | --- | --- | --- | --- |",
+            "\n## Edge cost\n\nLoad generator: {} with {} thread(s), {} connections, {} s per path (after a 1 s warm-up); Envoy with {} worker. \
+             {} rounds, each path once per round in turn; the table shows each path's median round, the ratio is of medians, \
+             and the last columns show every round and the most CPU time the hypervisor stole in one.\n\n\
+             | path | body | requests/s | vs plain Envoy | p50 ms | p99 ms | p99.9 ms | rounds (requests/s) | CPU stolen |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             e.wrk,
             e.settings.threads,
             e.settings.connections,
             e.settings.duration_s,
-            e.envoy_workers
+            e.envoy_workers,
+            e.rounds
         );
         for p in &e.runs {
+            let m = &p.rounds.median;
             let _ = writeln!(
                 s,
-                "| {} | {} B | {:.0} | {:.0}% | {:.2} | {:.2} | {:.2} |",
+                "| {} | {} B | {:.0} | {:.0}% | {:.2} | {:.2} | {:.2} | {} | {:.0}% |",
                 p.path,
                 p.body_bytes,
-                p.result.rps,
+                m.rps,
                 p.ratio * 100.0,
-                p.result.p50_ms,
-                p.result.p99_ms,
-                p.result.p999_ms
+                m.p50_ms,
+                m.p99_ms,
+                m.p999_ms,
+                rounds_list(&p.rounds.values),
+                p.rounds.most_stolen() * 100.0
             );
         }
     }
@@ -367,13 +390,26 @@ fn markdown(r: &Report) -> String {
         let _ = writeln!(
             s,
             "\n## Sidecar ingest (gRPC Publish, 1 KiB events, no destinations)\n\n\
-             | durability | publishers | events/s | mean batch | max batch |\n| --- | --- | --- | --- | --- |"
+             The publishers run in the benchmark's own process on the same cores. Rounds: {}, every setting once per round in turn; \
+             the table shows the median round, every round's events/s, the sidecar's CPU time per event (comparable \
+             across machines) and the most CPU time the hypervisor stole in one round.\n\n\
+             | durability | publishers | events/s | mean batch | max batch | sidecar CPU us/event | rounds (events/s) | CPU stolen |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- |",
+            r.ingest.first().map_or(0, |i| i.values.len())
         );
         for i in &r.ingest {
+            let m = &i.median;
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.0} | {:.1} | {} |",
-                i.durability, i.clients, i.events_per_s, i.mean_batch, i.max_batch
+                "| {} | {} | {:.0} | {:.1} | {} | {:.1} | {} | {:.0}% |",
+                m.durability,
+                m.clients,
+                m.events_per_s,
+                m.mean_batch,
+                m.max_batch,
+                m.sidecar_cpu_us_per_event,
+                rounds_list(&i.values),
+                i.most_stolen() * 100.0
             );
         }
     }
@@ -429,6 +465,15 @@ fn markdown(r: &Report) -> String {
     }
     s.push_str(BOUNDS);
     s
+}
+
+/// Every round's value, rounded: "23410, 24012, 22980".
+fn rounds_list(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What limits each number, from this project's measurements; kept with

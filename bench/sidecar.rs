@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
 use crate::load;
+use crate::noise::StealMeter;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -108,6 +109,11 @@ impl Sidecar {
         rss_of(child.id())
     }
 
+    /// CPU seconds the process has used since it started.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.child.as_ref().map_or(0.0, |c| cpu_seconds_of(c.id()))
+    }
+
     /// Delivery attempts made since the process started, whatever their
     /// outcome (`edgehook_delivery_attempts_total` summed).
     pub async fn delivery_attempts(&self) -> u64 {
@@ -173,6 +179,24 @@ pub fn rss_of(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU seconds (user + system) the process has used so far.
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces; the fields after it start at ") ".
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    // utime and stime (fields 14 and 15 of proc(5)), in clock ticks of
+    // 1/100 s on every Linux this runs on.
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => 0.0,
+    }
+}
+
 pub fn dir_bytes(path: &Path) -> u64 {
     let mut total = 0;
     if let Ok(entries) = std::fs::read_dir(path) {
@@ -196,10 +220,16 @@ pub struct IngestRun {
     pub failed: u64,
     pub mean_batch: f64,
     pub max_batch: u64,
+    /// The sidecar's CPU time (user + system) per acked event.
+    pub sidecar_cpu_us_per_event: f64,
+    /// The machine's CPU time stolen by the hypervisor during the run.
+    pub stolen_share: f64,
 }
 
 pub async fn ingest(durability: &'static str, clients: usize, seconds: f64) -> IngestRun {
     let sidecar = Sidecar::start(&format!("durability = \"{durability}\""));
+    let cpu_before = sidecar.cpu_seconds();
+    let steal = StealMeter::start();
     let r = load::publish(
         sidecar.port,
         clients,
@@ -208,6 +238,8 @@ pub async fn ingest(durability: &'static str, clients: usize, seconds: f64) -> I
         vec![b'x'; 1024],
     )
     .await;
+    let stolen_share = steal.stolen_share();
+    let cpu_s = sidecar.cpu_seconds() - cpu_before;
     let (mean_batch, max_batch) = sidecar.batches();
     IngestRun {
         durability,
@@ -217,6 +249,8 @@ pub async fn ingest(durability: &'static str, clients: usize, seconds: f64) -> I
         failed: r.failed,
         mean_batch,
         max_batch,
+        sidecar_cpu_us_per_event: cpu_s * 1e6 / r.acked.max(1) as f64,
+        stolen_share,
     }
 }
 

@@ -491,25 +491,13 @@ mod tests {
         }
     }
 
-    /// Runs one destination loop over a real store holding one event, and
-    /// returns the times of the first `n` attempts, relative to the first.
-    async fn attempt_times(config: &str, answers: &[u16], n: usize) -> Vec<Duration> {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SledStore::open(dir.path(), Durability::Flush, &StorageConfig::default()).unwrap(),
-        );
-        let c: DestinationConfig = toml::from_str(&format!(
-            "name = \"d\"\nurl = \"http://127.0.0.1:1/\"\n{config}"
-        ))
-        .unwrap();
-        let dest = Arc::new(Destination::from_config(1, &c).unwrap());
-        let clock = Clock::system();
+    /// A real store in `dir` holding `event`, routed to destination 1.
+    fn store_holding(dir: &std::path::Path, event: Event, clock: &Clock) -> Arc<dyn Store> {
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(dir, Durability::Flush, &StorageConfig::default()).unwrap());
         store
             .commit(vec![NewEvent {
-                event: Event {
-                    source: "s".into(),
-                    ..Default::default()
-                },
+                event,
                 destinations: vec![RoutedTo {
                     dest: 1,
                     ordered: false,
@@ -517,6 +505,27 @@ mod tests {
                 now_ms: clock.now_ms(),
             }])
             .unwrap();
+        store
+    }
+
+    /// Runs one destination loop over a real store holding one event, and
+    /// returns the times of the first `n` attempts, relative to the first.
+    async fn attempt_times(config: &str, answers: &[u16], n: usize) -> Vec<Duration> {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::system();
+        let store = store_holding(
+            dir.path(),
+            Event {
+                source: "s".into(),
+                ..Default::default()
+            },
+            &clock,
+        );
+        let c: DestinationConfig = toml::from_str(&format!(
+            "name = \"d\"\nurl = \"http://127.0.0.1:1/\"\n{config}"
+        ))
+        .unwrap();
+        let dest = Arc::new(Destination::from_config(1, &c).unwrap());
         let transport = Scripted::default();
         transport.answers.lock().unwrap().extend(answers);
         let shutdown = CancellationToken::new();
@@ -565,24 +574,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_damaged_body_fails_its_attempts_with_the_reason_and_is_dead_lettered() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SledStore::open(dir.path(), Durability::Flush, &StorageConfig::default()).unwrap(),
-        );
         let clock = Clock::system();
-        store
-            .commit(vec![NewEvent {
-                event: Event {
-                    source: "s".into(),
-                    body: b"{\"amount\":100}".to_vec(),
-                    ..Default::default()
-                },
-                destinations: vec![RoutedTo {
-                    dest: 1,
-                    ordered: false,
-                }],
-                now_ms: clock.now_ms(),
-            }])
-            .unwrap();
+        let store = store_holding(
+            dir.path(),
+            Event {
+                source: "s".into(),
+                body: b"{\"amount\":100}".to_vec(),
+                ..Default::default()
+            },
+            &clock,
+        );
         let segment = std::fs::read_dir(dir.path().join("bodies"))
             .unwrap()
             .map(|e| e.unwrap().path())
