@@ -153,6 +153,14 @@ struct Metrics {
     passed_through: Option<u32>,
     /// Per source: microseconds from headers to answer.
     time_us: Vec<Option<u32>>,
+    /// The filter's linear memory, summed over this Envoy's VMs.
+    vm_memory: Option<u32>,
+}
+
+thread_local! {
+    /// What this VM last added to the `vm_memory_bytes` gauge. Per VM, not
+    /// per `Metrics`: a new configuration must not add the memory again.
+    static VM_MEMORY_REPORTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 impl Metrics {
@@ -184,6 +192,24 @@ impl Metrics {
                 .iter()
                 .map(|s| define(MetricType::Histogram, &edge::time_metric(&s.name)))
                 .collect(),
+            vm_memory: define(MetricType::Gauge, "edgehook.vm_memory_bytes"),
+        }
+    }
+
+    /// Brings the gauge up to date with this VM's linear memory. Each VM
+    /// adds only its own change, so with several workers the gauge is their
+    /// sum; a host call is made only when the memory has grown, which after
+    /// warm-up should be never.
+    fn vm_memory(&self) {
+        let pages = core::arch::wasm32::memory_size(0) as u64;
+        let bytes = pages * 65_536;
+        let before = VM_MEMORY_REPORTED.with(|r| r.replace(bytes));
+        if bytes != before
+            && let Some(id) = self.vm_memory
+        {
+            let change = i64::try_from(bytes).unwrap_or(i64::MAX)
+                - i64::try_from(before).unwrap_or(i64::MAX);
+            let _ = hostcalls::increment_metric(id, change);
         }
     }
 
@@ -248,6 +274,7 @@ impl RootContext for Root {
             Ok(config) => {
                 log::info!("edgehook: configured {} source(s)", config.sources.len());
                 self.metrics = Rc::new(Metrics::define(&config));
+                self.metrics.vm_memory();
                 let tick = config
                     .sidecar
                     .batch
@@ -457,6 +484,7 @@ impl Context for Stream {
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.started_ns = now_ns();
+        self.metrics.vm_memory();
         let Some(config) = self.config.clone() else {
             return self.unavailable();
         };

@@ -211,6 +211,12 @@ async fn size_method_type_and_address_guards_answer_before_the_body() {
     assert_eq!(stat("wasmcustom.edgehook.source.closed.address_denied"), 1);
     assert_eq!(stat("wasmcustom.edgehook.source.proxied.address_denied"), 1);
     assert_eq!(stat("wasmcustom.edgehook.unknown_source"), 1);
+    // The VMs' linear memory: whole 64 KiB wasm pages, at least one per VM.
+    let vm_memory = stat("wasmcustom.edgehook.vm_memory_bytes");
+    assert!(
+        vm_memory >= 65_536 && vm_memory % 65_536 == 0,
+        "{vm_memory}"
+    );
     // Histograms show their values after Envoy's next stats flush (5 s).
     let started = Instant::now();
     let line = loop {
