@@ -603,6 +603,23 @@ fn insert_old_record(store: &SledStore, old: &StoredEvent) {
         .unwrap();
 }
 
+/// The record at `seq` (id `id`) reads back as `sent` by seq, by id and in
+/// a listing, and the sweep removes it once it is old enough.
+fn reads_whole_then_expires(store: &SledStore, seq: u64, id: &str, sent: &Event) {
+    assert_eq!(
+        store.event(seq).unwrap().unwrap().event.as_ref(),
+        Some(sent)
+    );
+    let detail = store.get_event(id).unwrap().unwrap();
+    assert_eq!(detail.event.event.as_ref(), Some(sent));
+    let listed = store
+        .list_events(&EventQuery::default(), &PageRequest::default())
+        .unwrap();
+    assert_eq!(listed.items[0].event.body_len(), sent.body.len() as u64);
+    assert_eq!(store.sweep(10_000, KEEP_1S, 0, 100).unwrap().removed, 1);
+    assert!(store.event(seq).unwrap().is_none());
+}
+
 #[test]
 fn a_record_with_an_inline_body_as_older_versions_wrote_still_reads_and_expires() {
     let dir = tempfile::tempdir().unwrap();
@@ -621,15 +638,7 @@ fn a_record_with_an_inline_body_as_older_versions_wrote_still_reads_and_expires(
         },
     );
 
-    assert_eq!(store.event(seq).unwrap().unwrap().event, Some(sent.clone()));
-    let detail = store.get_event("evt_old").unwrap().unwrap();
-    assert_eq!(detail.event.event, Some(sent));
-    let listed = store
-        .list_events(&EventQuery::default(), &PageRequest::default())
-        .unwrap();
-    assert_eq!(listed.items[0].event.body_len(), 12);
-    assert_eq!(store.sweep(10_000, KEEP_1S, 0, 100).unwrap().removed, 1);
-    assert!(store.event(seq).unwrap().is_none());
+    reads_whole_then_expires(&store, seq, "evt_old", &sent);
     assert!(store.bodies.segments().unwrap().is_empty());
 }
 
@@ -663,15 +672,7 @@ fn a_record_with_only_its_body_in_the_log_as_the_previous_version_wrote_still_re
         },
     );
 
-    assert_eq!(store.event(seq).unwrap().unwrap().event, Some(sent.clone()));
-    let detail = store.get_event("evt_prev").unwrap().unwrap();
-    assert_eq!(detail.event.event, Some(sent));
-    let listed = store
-        .list_events(&EventQuery::default(), &PageRequest::default())
-        .unwrap();
-    assert_eq!(listed.items[0].event.body_len(), 15);
-    assert_eq!(store.sweep(10_000, KEEP_1S, 0, 100).unwrap().removed, 1);
-    assert!(store.event(seq).unwrap().is_none());
+    reads_whole_then_expires(&store, seq, "evt_prev", &sent);
     assert_eq!(
         live_count(&store, r.segment),
         None,
