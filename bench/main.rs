@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p edgehook --bench edgehook` runs the full benchmark
 //! (minutes); `-- --only ingest,drain` runs some suites (edge, fixed,
-//! ingest, drain, backlog, memory). Run as a test (`cargo test -p edgehook --bench edgehook`,
+//! ingest, drain, backlog, memory) and writes its report to `bench/out/`,
+//! so that a partial run never replaces the committed one. Run as a test (`cargo test -p edgehook --bench edgehook`,
 //! part of `make test`), it does a short smoke run of every suite into
 //! `bench/out/` so that it cannot rot.
 
@@ -203,7 +204,8 @@ async fn main() {
     }
     report.goals = goals(&report);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench");
-    let dir = if scale.name == "full" {
+    // Only a whole full run replaces the committed report.
+    let dir = if scale.name == "full" && only.is_none() {
         dir
     } else {
         dir.join("out")
