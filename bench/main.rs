@@ -5,9 +5,10 @@
 //! `cargo bench -p edgehook --bench edgehook` runs the full benchmark
 //! (minutes); `-- --only ingest,drain` runs some suites (edge, fixed,
 //! ingest, drain, backlog, memory) and writes its report to `bench/out/`,
-//! so that a partial run never replaces the committed one. Run as a test (`cargo test -p edgehook --bench edgehook`,
-//! part of `make test`), it does a short smoke run of every suite into
-//! `bench/out/` so that it cannot rot.
+//! so that a partial run never replaces the committed one. Run as a test
+//! (`cargo test -p edgehook --bench edgehook`, part of `make test`), it
+//! does a short smoke run of every suite into `bench/out/` so that it
+//! cannot rot.
 
 #[allow(dead_code)]
 #[path = "../tests/e2e/harness.rs"]
@@ -28,8 +29,8 @@ use serde::Serialize;
 struct Scale {
     name: &'static str,
     wrk: wrk::WrkSettings,
-    /// How many times each edge path and each ingest setting is measured
-    /// (interleaved; the median is reported).
+    /// How many times each edge path, each ingest setting and the
+    /// fixed-rate run are measured (interleaved; the median is reported).
     rounds: u32,
     body_sizes: Vec<usize>,
     fixed_rate: (u64, u64),

@@ -160,7 +160,7 @@ struct Metrics {
 thread_local! {
     /// What this VM last added to the `vm_memory_bytes` gauge. Per VM, not
     /// per `Metrics`: a new configuration must not add the memory again.
-    static VM_MEMORY_REPORTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static VM_MEMORY_REPORTED: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
 }
 
 impl Metrics {
@@ -201,15 +201,13 @@ impl Metrics {
     /// sum; a host call is made only when the memory has grown, which after
     /// warm-up should be never.
     fn vm_memory(&self) {
-        let pages = core::arch::wasm32::memory_size(0) as u64;
-        let bytes = pages * 65_536;
+        // At most 65,536 pages of 64 KiB in wasm32: no overflow in i64.
+        let bytes = core::arch::wasm32::memory_size(0) as i64 * 65_536;
         let before = VM_MEMORY_REPORTED.with(|r| r.replace(bytes));
         if bytes != before
             && let Some(id) = self.vm_memory
         {
-            let change = i64::try_from(bytes).unwrap_or(i64::MAX)
-                - i64::try_from(before).unwrap_or(i64::MAX);
-            let _ = hostcalls::increment_metric(id, change);
+            let _ = hostcalls::increment_metric(id, bytes - before);
         }
     }
 
