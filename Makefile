@@ -38,7 +38,7 @@ run: build
 	@trap 'kill $$(jobs -p) 2>/dev/null; wait' INT TERM EXIT; \
 	  $(EDGEHOOK) receive --listen 127.0.0.1:8081 & \
 	  $(EDGEHOOK) serve --config sidecar/edgehook.toml & \
-	  $(ENVOY) -c envoy/edgehook.yaml --use-dynamic-base-id --concurrency 2 --log-level warn & \
+	  EVENT_PRECISE_TIMER=1 $(ENVOY) -c envoy/edgehook.yaml --use-dynamic-base-id --concurrency 2 --log-level warn & \
 	  echo "edgehook: Envoy on http://127.0.0.1:8080, sidecar on :7070, demo receiver on :8081 (Ctrl-C stops)"; \
 	  wait -n
 

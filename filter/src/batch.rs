@@ -6,6 +6,7 @@
 //! and acks, and carries the replies out.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use edgehook_proto::v1::{PublishBatchAck, publish_result};
 use prost::Message;
@@ -100,6 +101,49 @@ impl Batcher {
     }
 }
 
+/// Measures, once, how often the batch tick really comes. Envoy's timers
+/// read libevent's clock, which is CLOCK_MONOTONIC_COARSE unless
+/// `EVENT_PRECISE_TIMER=1` is in Envoy's environment; on a kernel ticking
+/// at 250 Hz a 1 ms tick then comes every 4 ms or so, and every parked
+/// request waits that much longer, silently.
+#[derive(Debug, Default)]
+pub struct TickPace {
+    first_ns: u64,
+    ticks: u32,
+    measured: bool,
+}
+
+/// Ticks measured: long enough to average out a busy loop iteration, short
+/// enough to tell within a second of startup.
+pub const TICKS_MEASURED: u32 = 200;
+
+impl TickPace {
+    /// Counts a tick at `now_ns`; after `TICKS_MEASURED` ticks it answers
+    /// once with their mean period.
+    pub fn tick(&mut self, now_ns: u64) -> Option<Duration> {
+        if self.measured {
+            return None;
+        }
+        if self.ticks == 0 {
+            self.first_ns = now_ns;
+        }
+        if self.ticks < TICKS_MEASURED {
+            self.ticks += 1;
+            return None;
+        }
+        self.measured = true;
+        Some(Duration::from_nanos(
+            now_ns.saturating_sub(self.first_ns) / u64::from(TICKS_MEASURED),
+        ))
+    }
+}
+
+/// Whether ticks `mean` apart are late for `period`: at least twice it and
+/// at least 1 ms more (Envoy's timers count whole milliseconds).
+pub fn tick_is_late(mean: Duration, period: Duration) -> bool {
+    mean >= period.saturating_mul(2) && mean >= period.saturating_add(Duration::from_millis(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +233,49 @@ mod tests {
         assert!(replies.iter().all(|(_, r)| r.status == 503));
         assert_eq!(replies.len(), 2);
         assert!(b.answered(1, None).is_empty(), "unknown token");
+    }
+
+    /// Feeds `TickPace` ticks `every` apart until it answers.
+    fn measure(every: Duration) -> (Option<Duration>, u32) {
+        let mut pace = TickPace::default();
+        let start = 1_700_000_000_000_000_000u64;
+        let every = u64::try_from(every.as_nanos()).unwrap();
+        for i in 0..=TICKS_MEASURED {
+            if let Some(mean) = pace.tick(start + every * u64::from(i)) {
+                // Once only.
+                assert_eq!(pace.tick(start * 2), None);
+                return (Some(mean), i);
+            }
+        }
+        (None, TICKS_MEASURED)
+    }
+
+    #[test]
+    fn the_mean_tick_period_is_measured_once_after_the_sample() {
+        assert_eq!(
+            measure(Duration::from_micros(4_300)),
+            (Some(Duration::from_micros(4_300)), TICKS_MEASURED)
+        );
+    }
+
+    #[test]
+    fn a_tick_is_late_at_twice_its_period_and_a_millisecond_more() {
+        let ms = Duration::from_millis;
+        assert!(tick_is_late(Duration::from_micros(4_300), ms(1)));
+        assert!(!tick_is_late(Duration::from_micros(1_080), ms(1)));
+        // Twice a 1 ms period but not 1 ms late: whole-millisecond timers.
+        assert!(!tick_is_late(Duration::from_micros(1_900), ms(1)));
+        assert!(!tick_is_late(ms(7), ms(5)));
+        assert!(tick_is_late(ms(10), ms(5)));
+    }
+
+    #[test]
+    fn a_clock_that_steps_back_reads_as_no_time_passed() {
+        let mut pace = TickPace::default();
+        assert_eq!(pace.tick(u64::MAX), None);
+        for _ in 1..TICKS_MEASURED {
+            assert_eq!(pace.tick(0), None);
+        }
+        assert_eq!(pace.tick(0), Some(Duration::ZERO));
     }
 }

@@ -21,7 +21,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
-use crate::batch::{Batcher, Waiting};
+use crate::batch::{Batcher, TickPace, Waiting, tick_is_late};
 use crate::config::FilterConfig;
 use crate::edge::{self, BodyDecision, HeadDecision, PublishResult, RequestHead};
 use crate::headers::Headers;
@@ -39,6 +39,7 @@ proxy_wasm::main! {{
         config: None,
         metrics: Rc::default(),
         batcher: Rc::default(),
+        pace: TickPace::default(),
     }));
 }}
 
@@ -47,6 +48,7 @@ struct Root {
     metrics: Rc<Metrics>,
     /// This worker's parked events (with `sidecar.batch`).
     batcher: Rc<RefCell<Batcher>>,
+    pace: TickPace,
 }
 
 /// Sends a local reply on the effective context.
@@ -277,6 +279,7 @@ impl RootContext for Root {
                     .sidecar
                     .batch
                     .map_or(std::time::Duration::ZERO, |b| b.tick);
+                self.pace = TickPace::default();
                 if let Err(status) = hostcalls::set_tick_period(tick) {
                     log::error!("edgehook: cannot set the batch tick: {status:?}");
                     return false;
@@ -304,6 +307,21 @@ impl RootContext for Root {
         let Some(batch) = config.sidecar.batch else {
             return;
         };
+        if let Some(mean) = self.pace.tick(now_ns()) {
+            let (period_ms, mean_ms) = (batch.tick.as_millis(), mean.as_secs_f64() * 1000.0);
+            if tick_is_late(mean, batch.tick) {
+                log::warn!(
+                    "edgehook: the batch tick of {period_ms} ms comes every {mean_ms:.1} ms on \
+                     average, so parked requests wait longer than configured: Envoy's timers \
+                     are coarse on this host; start Envoy with EVENT_PRECISE_TIMER=1 in its \
+                     environment"
+                );
+            } else {
+                log::info!(
+                    "edgehook: the batch tick of {period_ms} ms comes every {mean_ms:.1} ms on average"
+                );
+            }
+        }
         // Make every call first and answer failures after: an answer can
         // run other streams' callbacks, and a call is registered to
         // whichever context the SDK last ran.

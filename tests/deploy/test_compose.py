@@ -113,6 +113,20 @@ def test_envoy_reads_the_mounted_config_and_filter():
     assert binds(envoy).get(filename) == f"./{makefile_var('WASM')}"
 
 
+def test_envoy_runs_with_precise_timers_for_the_batch_tick():
+    """The compose config batches per worker on a 1 ms tick, an Envoy timer:
+    without EVENT_PRECISE_TIMER those follow the kernel's coarse clock."""
+    envoy = services()["envoy"]
+    assert envoy_config_filter()["sidecar"]["batch"]["tick_ms"] == 1
+    assert envoy["environment"]["EVENT_PRECISE_TIMER"] == "1"
+
+
+def envoy_config_filter() -> dict:
+    [listener] = envoy_config()["static_resources"]["listeners"]
+    wasm = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
+    return json.loads(wasm["typed_config"]["config"]["configuration"]["value"])
+
+
 def test_envoy_publishes_its_listener_port():
     envoy = services()["envoy"]
     [listener] = envoy_config()["static_resources"]["listeners"]
