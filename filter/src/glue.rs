@@ -307,7 +307,7 @@ impl RootContext for Root {
         let Some(batch) = config.sidecar.batch else {
             return;
         };
-        if let Some(mean) = self.pace.tick(now_ns()) {
+        if let Some(mean) = self.pace.tick(now_ns) {
             let (period_ms, mean_ms) = (batch.tick.as_millis(), mean.as_secs_f64() * 1000.0);
             if tick_is_late(mean, batch.tick) {
                 log::warn!(

@@ -104,12 +104,20 @@ def envoy_config() -> dict:
     return yaml.safe_load((REPO / binds(envoy)[config_target]).read_text())
 
 
+def envoy_wasm_filter() -> dict:
+    """The compose Envoy's edgehook filter: the first HTTP filter of its one listener."""
+    [listener] = envoy_config()["static_resources"]["listeners"]
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
+
+
+def envoy_filter_config() -> dict:
+    """The filter's own JSON configuration in the compose Envoy."""
+    return json.loads(envoy_wasm_filter()["typed_config"]["config"]["configuration"]["value"])
+
+
 def test_envoy_reads_the_mounted_config_and_filter():
     envoy = services()["envoy"]
-    config = envoy_config()
-    [listener] = config["static_resources"]["listeners"]
-    wasm = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
-    filename = wasm["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"]
+    filename = envoy_wasm_filter()["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"]
     assert binds(envoy).get(filename) == f"./{makefile_var('WASM')}"
 
 
@@ -117,14 +125,8 @@ def test_envoy_runs_with_precise_timers_for_the_batch_tick():
     """The compose config batches per worker on a 1 ms tick, an Envoy timer:
     without EVENT_PRECISE_TIMER those follow the kernel's coarse clock."""
     envoy = services()["envoy"]
-    assert envoy_config_filter()["sidecar"]["batch"]["tick_ms"] == 1
+    assert envoy_filter_config()["sidecar"]["batch"]["tick_ms"] == 1
     assert envoy["environment"]["EVENT_PRECISE_TIMER"] == "1"
-
-
-def envoy_config_filter() -> dict:
-    [listener] = envoy_config()["static_resources"]["listeners"]
-    wasm = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
-    return json.loads(wasm["typed_config"]["config"]["configuration"]["value"])
 
 
 def test_envoy_publishes_its_listener_port():
@@ -174,9 +176,7 @@ def test_sidecar_delivers_to_the_demo_receiver():
 def test_demo_source_is_the_one_the_readme_sends_to():
     """The README's send line (path and secret) must reach the compose
     Envoy's demo source."""
-    [listener] = envoy_config()["static_resources"]["listeners"]
-    wasm = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
-    config = json.loads(wasm["typed_config"]["config"]["configuration"]["value"])
+    config = envoy_filter_config()
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## Deployment"):]
     section = section[: section.index("\n## ", 1)]
